@@ -142,3 +142,14 @@ def test_import_does_not_load_sklearn() -> None:
 
     code = "import sys, propex.models; assert 'sklearn' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_load_demo_returns_model_and_test_split() -> None:
+    pytest.importorskip("sklearn")
+    from propex.models import load_demo, load_digits_data
+
+    model, x, y = load_demo()
+    x_test, y_test = load_digits_data("test")
+    assert not model.training
+    assert torch.equal(x, x_test) and torch.equal(y, y_test)
+    assert (model(x).argmax(1) == y).float().mean() >= 0.97

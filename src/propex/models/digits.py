@@ -198,3 +198,9 @@ def load_digits_model(weights: str | os.PathLike[str] | None = None) -> DigitsCN
     model = DigitsCNN()
     model.load_state_dict(state)
     return model.eval()
+
+
+def load_demo(split: str = "test") -> tuple[DigitsCNN, torch.Tensor, torch.Tensor]:
+    """The embedded demo in one call: ``(model, x, y)`` with the packaged model (eval mode)
+    and the ``split`` of the digits data (default: the held-out test split)."""
+    return load_digits_model(), *load_digits_data(split)
