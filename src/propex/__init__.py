@@ -9,11 +9,13 @@ from .api import explain, get_method, methods, register
 from .base import Explanation, Method
 from .gradient import (BlurIG, ExpectedGradients, GuidedIG, InputXGradient, IntegratedGradients, Saliency,
                        SmoothGrad, VarGrad)
+from .propagation import LRP, Deconvnet, DeepLift, GuidedBackprop
 
 __version__ = "0.1.0"
 
 __all__ = [
     "explain", "methods", "get_method", "register", "Explanation", "Method",
     "Saliency", "InputXGradient", "SmoothGrad", "VarGrad", "IntegratedGradients", "ExpectedGradients",
-    "BlurIG", "GuidedIG", "baselines", "targets", "__version__",
+    "BlurIG", "GuidedIG", "LRP", "DeepLift", "GuidedBackprop", "Deconvnet", "baselines", "targets",
+    "__version__",
 ]

@@ -1,0 +1,13 @@
+"""The propagation engine and the propagation methods (LRP, DeepLIFT, Guided Backprop, Deconvnet)."""
+from . import composites, rules
+from .composites import All, Composite, GammaByDepth, Name, Position, depth_schedule, preset
+from .deeplift import DeepLift
+from .engine import Policy, PropagationMethod
+from .guided import Deconvnet, GuidedBackprop
+from .lrp import LRP
+from .ops import register_op
+from .tracing import UnsupportedOpError
+
+__all__ = ["LRP", "DeepLift", "GuidedBackprop", "Deconvnet", "Composite", "Name", "Position", "All", "GammaByDepth",
+           "depth_schedule", "preset", "register_op", "UnsupportedOpError", "Policy", "PropagationMethod",
+           "composites", "rules"]

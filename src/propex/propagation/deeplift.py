@@ -1,0 +1,229 @@
+"""DeepLIFT (Rescale rule) on the propagation engine."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..api import register
+from ..base import Explanation
+from ..baselines import is_multi_baseline, resolve_baseline
+from ..inputs import as_input_tuple
+from .engine import Policy, PropagationMethod, first_graph_arg
+from .functions import Multiplier, Split
+from .tracing import OpCall, UnsupportedOpError, is_graph
+
+RULES = ("rescale", "reveal_cancel")
+_EPS = 1e-10  # |Δx| below this uses the gradient (Captum's threshold)
+
+
+def _halves(t: Tensor) -> tuple[Tensor, Tensor]:
+    b = t.shape[0] // 2
+    return t[:b], t[b:]
+
+
+def _both(t: Tensor) -> Tensor:
+    return torch.cat([t, t])
+
+
+class RescalePolicy(Policy):
+    r"""Rows ``[:B]`` hold x, rows ``[B:]`` the reference. Linear ops keep their gradient (exact for
+    differences); an element-wise nonlinearity's gradient becomes the secant :math:`\Delta y/\Delta x`;
+    max pooling sends :math:`\Delta y` to the positions of the maxima; a product of two activations
+    uses :math:`\Delta(ab) = \Delta a\,\bar b + \Delta b\,\bar a` (bars: means of x and reference)."""
+
+    def on_activation(self, call: OpCall) -> Any:
+        x = first_graph_arg(call)
+        y = call.run()
+        xd = x.detach()
+        x1, x0 = _halves(xd)
+        y1, y0 = _halves(y.detach())
+        dx, dy = x1 - x0, y1 - y0
+        small = dx.abs() < _EPS
+        m = dy / torch.where(small, torch.ones_like(dx), dx)
+        m = _both(m)
+        if bool(small.any()):
+            m = torch.where(_both(small), _local_gradient(call, x), m)
+        return Multiplier.apply(x, y, m)
+
+    def on_max_pool(self, call: OpCall) -> Any:
+        x = first_graph_arg(call)
+        kwargs = dict(call.kwargs)
+        kwargs["return_indices"] = True
+        args = list(call.args)
+        if len(args) > 6:             # positional return_indices of F.max_poolNd
+            args[6] = True
+            kwargs.pop("return_indices")
+        func = call.func
+        with torch.no_grad():
+            y, idx = func(x.detach(), *args[1:], **kwargs)
+        return _MaxPoolRescale.apply(x, y, idx)
+
+    def on_mul(self, call: OpCall) -> Any:
+        a, b = call.args[0], call.args[1] if len(call.args) > 1 else call.kwargs.get("other")
+        if is_graph(a) and is_graph(b):
+            y = call.run()
+            a1, a0 = _halves(a.detach())
+            b1, b0 = _halves(b.detach())
+            return Split.apply(y, (_both((b1 + b0) / 2), _both((a1 + a0) / 2)), a, b)
+        return call.run()
+
+    def on_div(self, call: OpCall) -> Any:
+        if is_graph(call.args[1] if len(call.args) > 1 else call.kwargs.get("other")):
+            raise UnsupportedOpError(f"DeepLIFT: {call.where()} divides by a tensor that depends on the input; "
+                                     "no rule for that yet")
+        return call.run()
+
+    # exact for differences: linear maps keep their gradient
+    def on_linear(self, call: OpCall) -> Any:
+        return call.run()
+
+    on_batch_norm = on_pool = on_add = on_sub = on_linear
+
+
+def _local_gradient(call: OpCall, x: Tensor) -> Tensor:
+    """f'(x) of an element-wise op at every row (used where Δx is too small for the secant)."""
+    with torch.enable_grad():
+        xx = x.detach().requires_grad_()
+        args = [xx if a is x else a for a in call.args]
+        yy = call.run(*args)
+        (g,) = torch.autograd.grad(yy, xx, torch.ones_like(yy))
+    return g
+
+
+class _MaxPoolRescale(torch.autograd.Function):
+    """Max pooling for DeepLIFT: Δy reaches the maxima of x and of the reference (cross maximum),
+    divided by Δx there; the gradient where |Δx| is tiny."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
+        ctx.save_for_backward(x.detach(), y, idx)
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        x, y, idx = ctx.saved_tensors
+        x1, x0 = _halves(x)
+        y1, y0 = _halves(y)
+        i1, i0 = _halves(idx)
+        g1 = _halves(g)[0]
+        top = torch.maximum(y1, y0)
+        spread = _unpool(g1 * (top - y0), i1, x1) + _unpool(g1 * (y1 - top), i0, x1)
+        dx = x1 - x0
+        small = dx.abs() < _EPS
+        grad = torch.where(small, _unpool(g1, i1, x1), spread / torch.where(small, torch.ones_like(dx), dx))
+        return torch.cat([grad, torch.zeros_like(grad)]), None, None
+
+
+def _unpool(values: Tensor, idx: Tensor, like: Tensor) -> Tensor:
+    out = torch.zeros(like.shape[0], like.shape[1], like[0, 0].numel(), dtype=values.dtype, device=values.device)
+    out.scatter_add_(2, idx.reshape(idx.shape[0], idx.shape[1], -1), values.reshape(values.shape[0], values.shape[1], -1))
+    return out.reshape(like.shape)
+
+
+@register
+class DeepLift(PropagationMethod):
+    r"""DeepLIFT: contributions of input differences to the output difference.
+
+    For a reference :math:`x'`, DeepLIFT assigns contributions :math:`C_i` with summation-to-delta
+    :math:`\sum_i C_i = f_y(x) - f_y(x')`, by the chain rule for *multipliers*
+    :math:`m = C/\Delta x`: linear maps keep their weights; an element-wise nonlinearity
+    :math:`y = f(x)` uses the secant :math:`m = \Delta y / \Delta x` (Rescale rule; the
+    gradient where :math:`|\Delta x| < 10^{-10}`); max pooling passes :math:`\Delta y` to the
+    maxima; :math:`C_i = (x_i - x'_i)\, m_i`. ``delta`` is the summation-to-delta error.
+
+    Shrikumar, Greenside & Kundaje, "Learning Important Features Through Propagating Activation
+    Differences", ICML 2017. With several baselines (``baseline=[...]``, or DeepLIFT-SHAP with a
+    list of reference samples) the contributions are averaged (Lundberg & Lee 2017).
+
+    Options: ``baseline`` (as for IG: zeros by default), ``rule`` (``"rescale"``),
+    ``softmax_normalize`` (subtract the mean contribution over all classes, for models whose
+    output feeds a softmax), ``unknown_ops``, ``batch_size``.
+    """
+
+    name = "deeplift"
+    aliases = ("deep_lift", "deeplift_rescale")
+    claims_completeness = True
+
+    def __init__(self, model: Any, *, baseline: Any = None, rule: str = "rescale", softmax_normalize: bool = False,
+                 **options: Any):
+        if rule not in RULES:
+            raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+        if rule == "reveal_cancel":
+            raise NotImplementedError("rule='reveal_cancel' is not available yet")
+        super().__init__(model, baseline=baseline, rule=rule, softmax_normalize=bool(softmax_normalize), **options)
+        self.baseline, self.rule, self.softmax_normalize = baseline, rule, bool(softmax_normalize)
+        self._reference: tuple[Tensor, ...] | None = None
+
+    def make_policy(self, inputs: tuple[Tensor, ...], n_linear: int | None) -> Policy:
+        return RescalePolicy(self.unknown_ops)
+
+    def model_inputs(self, leaves: tuple[Tensor, ...], rows: Tensor) -> tuple[Tensor, ...]:
+        return tuple(torch.cat([leaf, ref.index_select(0, rows)]) for leaf, ref in zip(leaves, self._reference))
+
+    def finalize(self, messages, inputs, values, extra_values):
+        refs = self._chunk_refs(inputs)
+        attributions = tuple(m * (x - r).unsqueeze(1) for m, x, r in zip(messages, inputs, refs))
+        total = sum(a.reshape(a.shape[0], a.shape[1], -1).sum(2) for a in attributions)
+        return attributions, total - (values - extra_values)
+
+    def _chunk_refs(self, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        return self._current_refs
+
+    def _chunk(self, inputs, kwargs, selector, rows, n, n_linear):
+        self._current_refs = tuple(r.index_select(0, rows) for r in self._reference)
+        return super()._chunk(inputs, kwargs, selector, rows, n, n_linear)
+
+    def _explain(self, x: Any, target: Any, forward_kwargs: dict[str, Any] | None) -> Explanation:
+        inputs, was_tuple = as_input_tuple(x)
+        specs = self.baseline if is_multi_baseline(self.baseline) else [self.baseline]
+        if not specs:
+            raise ValueError("baseline: an empty list of baselines was given")
+        results = []
+        for i, spec in enumerate(specs):
+            name = f"baseline[{i}]" if len(specs) > 1 else "baseline"
+            self._reference = resolve_baseline(spec, inputs, was_tuple, name=name)
+            try:
+                results.append(self._explain_softmax(x, target, forward_kwargs) if self.softmax_normalize
+                               else super()._explain(x, target, forward_kwargs))
+            finally:
+                self._reference = None
+        if len(results) == 1:
+            return results[0]
+        first = results[0]
+        if isinstance(first.attributions, tuple):
+            attributions = tuple(sum(r.attributions[k] for r in results) / len(results)
+                                 for k in range(len(first.attributions)))
+        else:
+            attributions = sum(r.attributions for r in results) / len(results)
+        delta = sum(r.delta for r in results) / len(results)
+        return Explanation(attributions, first.target, first.outputs, delta, self.name, dict(self.options))
+
+    def _explain_softmax(self, x: Any, target: Any, forward_kwargs: dict[str, Any] | None) -> Explanation:
+        """Contributions to every class, minus their mean over classes (DeepLIFT §3.6)."""
+        from ..targets import resolve_target
+        from ..model_call import ModelCall
+        inputs, _ = as_input_tuple(x)
+        with torch.no_grad():
+            outputs = ModelCall(self.model).first_call(inputs, forward_kwargs or {})
+        selector = resolve_target(target, outputs)
+        if selector.indices is None:
+            raise ValueError("softmax_normalize=True needs class targets (not a callable)")
+        n, n_classes = outputs.shape[0], outputs.shape[1]
+        every = torch.arange(n_classes).expand(n, n_classes)
+        full = super()._explain(x, every, forward_kwargs)
+        attrs = full.attributions if isinstance(full.attributions, tuple) else (full.attributions,)
+        normalized = tuple(a - a.mean(dim=1, keepdim=True) for a in attrs)
+        idx = selector.indices
+        picked = tuple(_take(a, idx) for a in normalized)
+        if not selector.multi:
+            picked = tuple(p[:, 0] for p in picked)
+        result = picked if isinstance(full.attributions, tuple) else picked[0]
+        return Explanation(result, selector.public(), full.outputs, None, self.name, dict(self.options))
+
+
+def _take(a: Tensor, idx: Tensor) -> Tensor:
+    """``a[n, idx[n, t], ...]`` → ``[N, T, ...]``."""
+    gather = idx.to(a.device).reshape(idx.shape[0], idx.shape[1], *[1] * (a.dim() - 2)).expand(-1, -1, *a.shape[2:])
+    return a.gather(1, gather)

@@ -1,0 +1,229 @@
+"""Layer-wise Relevance Propagation on the propagation engine."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..api import register
+from .composites import Composite, PositionInfo, needs_count, preset
+from .engine import Policy, PropagationMethod, first_graph_arg
+from .functions import Multiplier, PassThrough, Split, stabilize
+from .rules import Gradient, LinearCall, Norm, Pass, Rule, _safe_inverse
+from .tracing import OpCall, UnsupportedOpError, is_graph
+
+
+def linear_parts(call: OpCall) -> tuple[Tensor, Tensor, Tensor | None, Any]:
+    """Split a conv/linear call into (input, weight, bias, fn(x, w, b)) keeping its other arguments."""
+    args, kwargs = list(call.args), dict(call.kwargs)
+    x = args.pop(0) if args else kwargs.pop("input")
+    w = args.pop(0) if args else kwargs.pop("weight")
+    if args:
+        b = args.pop(0)
+    else:
+        b = kwargs.pop("bias", None)
+    rest = tuple(args)
+
+    def fn(xx: Tensor, ww: Tensor, bb: Tensor | None) -> Tensor:
+        return call.func(xx, ww, bb, *rest, **kwargs)
+    return x, w, b, fn
+
+
+class LRPPolicy(Policy):
+    """Rewrites each op with the LRP rule its composite selects; batch norm is merged into the
+    preceding conv/dense op (a canonizer at the level of ops)."""
+
+    def __init__(self, composite: Composite, ignore_bias: bool, canonize: bool, n_linear: int | None,
+                 unknown_ops: str = "raise"):
+        super().__init__(unknown_ops)
+        self.composite = composite
+        self.ignore_bias = ignore_bias
+        self.canonize = canonize
+        self.position = PositionInfo(n_linear)
+        self._linear_outputs: dict[int, tuple[Tensor, OpCall, Any, Tensor, Tensor, Tensor | None, Any]] = {}
+
+    def _rule(self, call: OpCall) -> Any:
+        rule = self.composite.rule_for(call, self.position)
+        resolve = getattr(rule, "resolve", None)
+        return resolve(call, self.position) if resolve is not None else rule
+
+    # conv / dense ------------------------------------------------------------------------
+    def on_linear(self, call: OpCall) -> Any:
+        x, w, b, fn = linear_parts(call)
+        if is_graph(w) or not is_graph(x):
+            raise UnsupportedOpError(f"LRP: {call.where()} has weights that depend on the input (e.g. attention "
+                                     "scores); this needs the transformer rules (not available yet)")
+        rule = self._rule(call)
+        if rule is None or isinstance(rule, Gradient):
+            return call.run()
+        if not isinstance(rule, Rule):
+            raise TypeError(f"composite: {rule!r} cannot be applied to the linear op {call.where()}")
+        out = rule.apply(LinearCall(x, w, b, fn, self.ignore_bias))
+        transposed = "transpose" in call.name
+        if self.canonize and not transposed:
+            self._linear_outputs[id(out)] = (out, call, rule, x, w, b, fn)
+        return out
+
+    def on_batch_norm(self, call: OpCall) -> Any:
+        args = list(call.args) + [None] * 8
+        kw = call.kwargs
+        x = args[0]
+        mean = kw.get("running_mean", args[1])
+        var = kw.get("running_var", args[2])
+        weight = kw.get("weight", args[3])
+        bias = kw.get("bias", args[4])
+        training = kw.get("training", args[5] if args[5] is not None else False)
+        eps = kw.get("eps", args[7] if args[7] is not None else 1e-5)
+        if training or mean is None:
+            raise UnsupportedOpError(f"LRP: {call.where()} runs in training mode (batch statistics); call model.eval()")
+        scale = (1.0 if weight is None else weight) / torch.sqrt(var + eps)
+        shift = (0.0 if bias is None else bias) - mean * scale
+        record = self._linear_outputs.get(id(x))
+        if record is not None and record[0] is x:
+            _, lcall, rule, lx, lw, lb, fn = record
+            shape = (-1,) + (1,) * (lw.dim() - 1)
+            w2 = lw * scale.reshape(shape)
+            b2 = shift if lb is None else lb * scale + shift
+            return rule.apply(LinearCall(lx, w2, b2, fn, self.ignore_bias))
+        rule = self._rule(call)
+        y = call.run()
+        if isinstance(rule, Pass):
+            return PassThrough.apply(x, y)
+        if isinstance(rule, Gradient):
+            return y
+        if isinstance(rule, Rule):
+            shape = (1, -1) + (1,) * (x.dim() - 2)
+            return rule.apply(LinearCall(x, scale.reshape(shape), shift.reshape(shape) if not self.ignore_bias else None,
+                                         lambda xx, ww, bb: xx * ww + (0 if bb is None else bb), self.ignore_bias))
+        raise TypeError(f"composite: {rule!r} cannot be applied to batch norm {call.where()}")
+
+    # parameter-free linear maps: average pooling, mean, sum ------------------------------
+    def on_pool(self, call: OpCall) -> Any:
+        rule = self._rule(call)
+        if isinstance(rule, Gradient):
+            return call.run()
+        x = first_graph_arg(call)
+        args = list(call.args)
+        position = next(i for i, a in enumerate(args) if a is x)
+
+        def fn(xx: Tensor, ww: Any, bb: Any) -> Tensor:
+            a = list(args)
+            a[position] = xx
+            return call.run(*a)
+        return (rule if isinstance(rule, Rule) else Norm()).apply(LinearCall(x, None, None, fn, True))
+
+    def on_max_pool(self, call: OpCall) -> Any:
+        rule = self._rule(call)
+        if rule is None or isinstance(rule, Gradient):
+            return call.run()
+        raise TypeError(f"composite: {rule!r} cannot be applied to max pooling {call.where()}; use Gradient()")
+
+    def on_activation(self, call: OpCall) -> Any:
+        rule = self._rule(call)
+        y = call.run()
+        if isinstance(rule, Gradient):
+            return y
+        if isinstance(rule, Pass) or rule is None:
+            return PassThrough.apply(first_graph_arg(call), y)
+        raise TypeError(f"composite: {rule!r} cannot be applied to the activation {call.where()}; use Pass()")
+
+    # sums and products ---------------------------------------------------------------------
+    def on_add(self, call: OpCall) -> Any:
+        return self._sum(call, sign=1.0)
+
+    def on_sub(self, call: OpCall) -> Any:
+        return self._sum(call, sign=-1.0)
+
+    def _sum(self, call: OpCall, sign: float) -> Any:
+        a, b = call.args[0], call.args[1] if len(call.args) > 1 else call.kwargs.get("other")
+        alpha = call.kwargs.get("alpha", 1)
+        rule = self._rule(call)
+        y = call.run()
+        if isinstance(rule, Gradient):
+            return y
+        eps = rule.epsilon if isinstance(rule, Norm) else 1e-6
+        ga, gb = is_graph(a), is_graph(b)
+        if ga and gb:
+            inv = _safe_inverse(stabilize(y.detach(), eps))
+            return Split.apply(y, (a.detach() * inv, sign * alpha * b.detach() * inv), a, b)
+        x = a if ga else b
+        if self.ignore_bias:                 # the constant is a bias: all relevance stays on x
+            return Split.apply(y, (torch.ones_like(y),), x)
+        factor = 1.0 if ga else sign * alpha
+        return Split.apply(y, (factor * x.detach() * _safe_inverse(stabilize(y.detach(), eps)),), x)
+
+    def on_mul(self, call: OpCall) -> Any:
+        a, b = call.args[0], call.args[1] if len(call.args) > 1 else call.kwargs.get("other")
+        y = call.run()
+        ga, gb = is_graph(a), is_graph(b)
+        if ga and gb:                        # gating x * g(x): relevance split equally (uniform rule)
+            half = torch.full_like(y, 0.5)
+            return Split.apply(y, (half, half), a, b)
+        return Split.apply(y, (torch.ones_like(y),), a if ga else b)
+
+    def on_div(self, call: OpCall) -> Any:
+        a, b = call.args[0], call.args[1] if len(call.args) > 1 else call.kwargs.get("other")
+        if is_graph(b):
+            raise UnsupportedOpError(f"LRP: {call.where()} divides by a tensor that depends on the input; "
+                                     "no rule for that yet")
+        y = call.run()
+        return Split.apply(y, (torch.ones_like(y),), a)
+
+
+@register
+class LRP(PropagationMethod):
+    r"""Layer-wise Relevance Propagation.
+
+    The explained output's value is its relevance, :math:`R = f_y(x)` (seed 000), and each op
+    redistributes the relevance of its outputs to its inputs by a rule chosen per op by the
+    ``composite`` (see ``propex.propagation.rules`` for the formulas and
+    ``propex.propagation.composites`` for presets and selectors). Activations pass relevance
+    through, sums and average pooling split it in proportion to the contributions, max
+    pooling gives it to the maximum, batch norm is merged into the preceding conv/dense op.
+    ``delta`` is the conservation error :math:`\sum_i R_i - f_y(x)` (zero up to the stabiliser
+    when ``ignore_bias=True``).
+
+    Bach et al., "On Pixel-Wise Explanations for Non-Linear Classifier Decisions by Layer-Wise
+    Relevance Propagation", PLoS ONE 2015; Montavon et al., "Layer-Wise Relevance Propagation:
+    An Overview", 2019.
+
+    Options: ``composite`` (a preset name — ``zero``, ``epsilon``, ``gamma``, ``alpha1_beta0``,
+    ``epsilon_plus``, ``epsilon_plus_flat`` (default), ``epsilon_gamma_box``, ``epsilon_alpha2_beta1``
+    — a ``Composite`` or a mapping from selectors to rules), ``epsilon``, ``gamma``, ``low``/``high``
+    (z^B bounds), ``ignore_bias`` (keep biases out of the relevance), ``canonize`` (merge batch
+    norm, default True), ``unknown_ops`` (``"raise"`` or ``"warn"``), ``batch_size``.
+    """
+
+    name = "lrp"
+    aliases = ("layerwise_relevance_propagation",)
+    claims_completeness = True
+
+    def __init__(self, model: Any, *, composite: Any = "epsilon_plus_flat", epsilon: float = 1e-6,
+                 gamma: float = 0.25, low: Any = 0.0, high: Any = 1.0, ignore_bias: bool = False,
+                 canonize: bool = True, **options: Any):
+        if isinstance(composite, str):
+            resolved = preset(composite, epsilon=epsilon, gamma=gamma, low=low, high=high)
+        elif isinstance(composite, Composite):
+            resolved = composite
+        elif isinstance(composite, (dict, list)):
+            resolved = Composite(composite)
+        else:
+            raise TypeError(f"composite must be a preset name, a Composite or a mapping of selectors to rules, "
+                            f"got {type(composite).__name__}")
+        super().__init__(model, composite=composite if isinstance(composite, str) else resolved,
+                         ignore_bias=bool(ignore_bias), **options)
+        self.composite, self.ignore_bias, self.canonize = resolved, bool(ignore_bias), bool(canonize)
+
+    def needs_op_count(self) -> bool:
+        return needs_count(self.composite)
+
+    def make_policy(self, inputs: tuple[Tensor, ...], n_linear: int | None) -> Policy:
+        return LRPPolicy(self.composite, self.ignore_bias, self.canonize, n_linear, self.unknown_ops)
+
+    def initial_message(self, values: Tensor) -> Tensor:
+        return values
+
+    def finalize(self, messages, inputs, values, extra_values):
+        total = sum(m.reshape(m.shape[0], m.shape[1], -1).sum(2) for m in messages)
+        return messages, total - values

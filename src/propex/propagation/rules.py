@@ -1,0 +1,238 @@
+r"""LRP rules for linear ops (conv, linear), parameter-free linear maps and element-wise ops.
+
+A linear op computes :math:`z_k = \sum_j x_j w_{jk} + b_k`. Each rule redistributes the
+relevance :math:`R_k` of its outputs to its inputs. Most rules are sums of *terms*
+:math:`(m(x), W', b')` — a modified input, modified weights and bias — and read
+
+.. math:: R_j = \sum_{\text{terms } t} c_t \; m_t(x)_j \sum_k w'_{t,jk}\, \frac{R_k}{d_{t,k}}
+
+with a denominator :math:`d` built from the term outputs :math:`z_t = F(m_t(x); W'_t, b'_t)`
+and stabilised as :math:`d + \epsilon\,\mathrm{sign}(d)` (sign(0) = +1). The engine evaluates
+each term with the op itself, so the backward pass uses the native transposed op.
+
+Parameters are plain attributes (see ``repr``). ``ignore_bias`` (set by the method) drops
+every bias from the terms, so relevance is conserved exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .functions import Combine, GradScale, ModInput, stabilize
+
+LinearFn = Callable[[Tensor, Tensor, Tensor | None], Tensor]
+
+
+@dataclass
+class LinearCall:
+    """A linear op ``fn(x, weight, bias)`` seen in the forward pass, for a rule to rewrite."""
+
+    x: Tensor                 # the graph input
+    weight: Tensor | None     # None for parameter-free maps (pooling, sums)
+    bias: Tensor | None
+    fn: LinearFn
+    ignore_bias: bool = False
+
+    def value(self) -> Tensor:
+        with torch.no_grad():
+            return self.fn(self.x, self.weight, self.bias)
+
+
+def _pos(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.clamp(min=0)
+
+
+def _neg(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.clamp(max=0)
+
+
+def _safe_inverse(d: Tensor) -> Tensor:
+    return torch.where(d == 0, torch.zeros_like(d), 1.0 / torch.where(d == 0, torch.ones_like(d), d))
+
+
+class Rule:
+    """Base class of LRP rules for linear ops."""
+
+    name = "rule"
+
+    def apply(self, call: LinearCall) -> Tensor:
+        raise NotImplementedError
+
+    def _terms(self, call: LinearCall, terms: list[tuple[Tensor, Tensor | None, Tensor | None]]
+               ) -> list[Tensor]:
+        """Forward each (modified input, weight, bias) term through the op, wired to x."""
+        out = []
+        with torch.no_grad():
+            mods = [m.detach() for m, _, _ in terms]
+        for m, (_, w, b) in zip(mods, terms):
+            b = None if call.ignore_bias else b
+            out.append(call.fn(ModInput.apply(call.x, m), None if w is None else w.detach(),
+                               None if b is None else b.detach()))
+        return out
+
+    @staticmethod
+    def _combine(value: Tensor, branches: list[Tensor], coefs: list[Tensor]) -> Tensor:
+        return Combine.apply(value, tuple(c.detach() for c in coefs), *branches)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({fields})"
+
+
+@dataclass(repr=False)
+class Epsilon(Rule):
+    r"""LRP-ε (Bach et al. 2015): :math:`R_j = x_j \sum_k w_{jk} R_k / (z_k + \epsilon\,\mathrm{sign}(z_k))`.
+
+    ``epsilon=0`` is LRP-0 (0/0 is taken as 0).
+    """
+
+    epsilon: float = 1e-6
+
+    def apply(self, call: LinearCall) -> Tensor:
+        (z,) = self._terms(call, [(call.x, call.weight, call.bias)])
+        inv = _safe_inverse(stabilize(z.detach(), self.epsilon))
+        if call.ignore_bias and call.bias is not None:
+            return self._combine(call.value(), [z], [inv])
+        return GradScale.apply(z, inv)
+
+
+def Zero() -> Epsilon:  # noqa: N802 - a rule constructor
+    """LRP-0: ``Epsilon(epsilon=0)``."""
+    return Epsilon(0.0)
+
+
+@dataclass(repr=False)
+class Norm(Epsilon):
+    r"""Proportional redistribution for parameter-free linear maps (sums, average pooling):
+    :math:`R_j = x_j\, \partial z_k/\partial x_j\, R_k / (z_k + \epsilon\,\mathrm{sign}(z_k))`."""
+
+    epsilon: float = 1e-6
+
+
+@dataclass(repr=False)
+class ZPlus(Rule):
+    r"""LRP-z⁺ (Montavon 2017; = α1β0): only positive contributions,
+    :math:`R_j = \sum_k \frac{x_j^+ w_{jk}^+ + x_j^- w_{jk}^-}{\sum_j (x_j^+ w_{jk}^+ + x_j^- w_{jk}^-) + b_k^+} R_k`."""
+
+    stabilizer: float = 1e-6
+
+    def apply(self, call: LinearCall) -> Tensor:
+        x, w, b = call.x.detach(), call.weight, call.bias
+        zp = self._terms(call, [(x.clamp(min=0), _pos(w), _pos(b)), (x.clamp(max=0), _neg(w), None)])
+        inv = _safe_inverse(stabilize((zp[0] + zp[1]).detach(), self.stabilizer))
+        return self._combine(call.value(), zp, [inv, inv])
+
+
+@dataclass(repr=False)
+class AlphaBeta(Rule):
+    r"""LRP-αβ (Bach et al. 2015), α − β = 1: positive and negative contributions normalised
+    separately, :math:`R_j = \sum_k \big(\alpha \frac{(x w)^+_{jk}}{z_k^+} - \beta \frac{(x w)^-_{jk}}{z_k^-}\big) R_k`."""
+
+    alpha: float = 2.0
+    beta: float = 1.0
+    stabilizer: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if self.alpha < 0 or self.beta < 0 or abs(self.alpha - self.beta - 1) > 1e-9:
+            raise ValueError(f"AlphaBeta needs alpha >= 0, beta >= 0 and alpha - beta = 1, got alpha={self.alpha}, "
+                             f"beta={self.beta}")
+
+    def apply(self, call: LinearCall) -> Tensor:
+        x, w, b = call.x.detach(), call.weight, call.bias
+        xp, xn = x.clamp(min=0), x.clamp(max=0)
+        z = self._terms(call, [(xp, _pos(w), _pos(b)), (xn, _neg(w), None), (xp, _neg(w), _neg(b)), (xn, _pos(w), None)])
+        inv_p = _safe_inverse(stabilize((z[0] + z[1]).detach(), self.stabilizer))
+        inv_n = _safe_inverse(stabilize((z[2] + z[3]).detach(), self.stabilizer))
+        return self._combine(call.value(), z, [self.alpha * inv_p] * 2 + [-self.beta * inv_n] * 2)
+
+
+@dataclass(repr=False)
+class Gamma(Rule):
+    r"""LRP-γ (Montavon et al. 2019), generalised to signed inputs as in Zennit: positive
+    contributions boosted by γ, :math:`w \to w + \gamma w^+` where :math:`z_k > 0` (and
+    :math:`w + \gamma w^-` for the negative part where :math:`z_k < 0`)."""
+
+    gamma: float = 0.25
+    stabilizer: float = 1e-6
+
+    def apply(self, call: LinearCall) -> Tensor:
+        x, w, b = call.x.detach(), call.weight, call.bias
+        g = self.gamma
+        wp, wn = w + g * w.clamp(min=0), w + g * w.clamp(max=0)
+        bp = None if b is None else b + g * b.clamp(min=0)
+        bn = None if b is None else b + g * b.clamp(max=0)
+        xp, xn = x.clamp(min=0), x.clamp(max=0)
+        z = self._terms(call, [(xp, wp, bp), (xn, wn, None), (xp, wn, bn), (xn, wp, None)])
+        value = call.value()               # the sign mask uses the true output (bias included), as Zennit
+        pos = (value > 0).to(value.dtype)
+        neg = (value < 0).to(value.dtype)
+        inv_p = pos * _safe_inverse(stabilize((z[0] + z[1]).detach(), self.stabilizer))
+        inv_n = neg * _safe_inverse(stabilize((z[2] + z[3]).detach(), self.stabilizer))
+        return self._combine(value, z, [inv_p, inv_p, inv_n, inv_n])
+
+
+@dataclass(repr=False)
+class ZBox(Rule):
+    r"""LRP-z^B (Montavon et al. 2017) for inputs bounded by ``low`` ≤ x ≤ ``high`` (first layer):
+    :math:`R_j = \sum_k \frac{x_j w_{jk} - l_j w^+_{jk} - h_j w^-_{jk}}{\sum_j (\cdot)} R_k`.
+    ``low``/``high``: numbers or tensors broadcastable to the input (e.g. per channel)."""
+
+    low: float | Tensor = 0.0
+    high: float | Tensor = 1.0
+    stabilizer: float = 1e-6
+
+    def apply(self, call: LinearCall) -> Tensor:
+        x, w, b = call.x.detach(), call.weight, call.bias
+        low = torch.as_tensor(self.low, dtype=x.dtype, device=x.device).expand_as(x)
+        high = torch.as_tensor(self.high, dtype=x.dtype, device=x.device).expand_as(x)
+        z = self._terms(call, [(x, w, b), (low, _pos(w), _pos(b)), (high, _neg(w), _neg(b))])
+        inv = _safe_inverse(stabilize((z[0] - z[1] - z[2]).detach(), self.stabilizer))
+        return self._combine(call.value(), z, [inv, -inv, -inv])
+
+
+@dataclass(repr=False)
+class WSquare(Rule):
+    r"""LRP-w² (Montavon et al. 2017): :math:`R_j = \sum_k \frac{w_{jk}^2}{\sum_j w_{jk}^2} R_k`."""
+
+    stabilizer: float = 1e-6
+
+    def apply(self, call: LinearCall) -> Tensor:
+        ones = torch.ones_like(call.x)
+        b = None if call.bias is None else call.bias ** 2
+        (z,) = self._terms(call, [(ones, call.weight ** 2, b)])
+        return self._combine(call.value(), [z], [_safe_inverse(stabilize(z.detach(), self.stabilizer))])
+
+
+@dataclass(repr=False)
+class Flat(Rule):
+    r"""LRP-flat (Lapuschkin et al. 2019): relevance spread uniformly over each output's receptive
+    field, :math:`R_j = \sum_k \frac{1}{\sum_j 1} R_k` (w² with all weights 1, no bias)."""
+
+    stabilizer: float = 1e-6
+
+    def apply(self, call: LinearCall) -> Tensor:
+        ones = torch.ones_like(call.x)
+        w = None if call.weight is None else torch.ones_like(call.weight)
+        (z,) = self._terms(call, [(ones, w, None)])
+        return self._combine(call.value(), [z], [_safe_inverse(stabilize(z.detach(), self.stabilizer))])
+
+
+class Pass:
+    """Pass-through for element-wise ops (activations, eval-mode batch norm): :math:`R_x = R_y`."""
+
+    name = "pass"
+
+    def __repr__(self) -> str:
+        return "Pass()"
+
+
+class Gradient:
+    """The plain gradient (no modification): e.g. for max pooling, or to opt a layer out of LRP."""
+
+    name = "gradient"
+
+    def __repr__(self) -> str:
+        return "Gradient()"

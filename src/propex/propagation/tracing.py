@@ -1,0 +1,138 @@
+"""Seeing every op of a forward pass, with the module it runs in.
+
+``PropagationMode`` is a ``TorchFunctionMode``: each torch function or Tensor method the
+model calls (module or functional, in-place or not, in a module used twice) reaches
+``__torch_function__``, is classified (``ops.kind_of``) and handed to the active
+*policy* together with its module context (the innermost module being executed, its
+dotted name, and the op's position among the linear ops). Module context comes from
+forward pre/post hooks installed on every submodule for the duration of the pass.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+from . import ops
+
+_ALWAYS_PLAIN = {Tensor.dim, Tensor.size, Tensor.numel, Tensor.__len__, Tensor.__bool__, Tensor.__format__,
+                 Tensor.__repr__, Tensor.item, Tensor.tolist, Tensor.detach, Tensor.requires_grad_,
+                 Tensor.__eq__, Tensor.__ne__, Tensor.__lt__, Tensor.__le__, Tensor.__gt__, Tensor.__ge__,
+                 Tensor.__hash__, Tensor.data_ptr, Tensor.stride, Tensor.is_contiguous, Tensor.element_size,
+                 Tensor.get_device, Tensor.new_zeros, Tensor.new_ones, Tensor.new_empty, Tensor.new_full,
+                 Tensor.new_tensor, Tensor.__index__, Tensor.__int__, Tensor.__float__, Tensor.argmax,
+                 Tensor.argmin, Tensor.argsort, torch.argmax, torch.argmin, torch.argsort, torch.zeros_like,
+                 torch.ones_like, torch.empty_like, torch.full_like, torch.rand_like, torch.randn_like,
+                 torch._assert, torch.isfinite, torch.isnan, Tensor.__setstate__}
+
+
+class UnsupportedOpError(ValueError):
+    """An op touches the explained graph and the active method has no rule for it."""
+
+
+@dataclass
+class OpCall:
+    """One op call seen during the forward pass."""
+
+    func: Any
+    kind: str | None
+    args: tuple
+    kwargs: dict
+    module: nn.Module | None
+    module_name: str
+    index: int              # position among the calls of the same kind in this forward pass
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return ops.op_name(self.func)
+
+    def where(self) -> str:
+        mod = f" in module '{self.module_name}' ({type(self.module).__name__})" if self.module is not None else ""
+        return f"{self.name}{mod}"
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the op (its out-of-place twin for in-place ops) with these or the original arguments."""
+        func = ops.out_of_place(self.func) or self.func
+        a = args if args else self.args
+        kw = dict(kwargs if kwargs else self.kwargs)
+        if kw.get("inplace"):
+            kw["inplace"] = False
+        return func(*a, **kw)
+
+
+def is_graph(t: Any) -> bool:
+    """A tensor that depends on the explained inputs (not a parameter, buffer or constant)."""
+    return isinstance(t, Tensor) and t.requires_grad and (t.grad_fn is not None or getattr(t, "_propex_leaf", False))
+
+
+def graph_tensors(args: tuple, kwargs: dict) -> list[Tensor]:
+    out = []
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, (list, tuple)):
+            out.extend(x for x in a if is_graph(x))
+        elif is_graph(a):
+            out.append(a)
+    return out
+
+
+class ModuleStack:
+    """Tracks which module is executing, via pre/post forward hooks on every submodule."""
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.names = {m: n for n, m in model.named_modules()} if isinstance(model, nn.Module) else {}
+        self.stack: list[nn.Module] = []
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator["ModuleStack"]:
+        handles = []
+        try:
+            for module in self.names:
+                handles.append(module.register_forward_pre_hook(self._push))
+                handles.append(module.register_forward_hook(self._pop, always_call=True))
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+            self.stack.clear()
+
+    def _push(self, module: nn.Module, args: Any) -> None:
+        self.stack.append(module)
+
+    def _pop(self, module: nn.Module, args: Any, output: Any) -> None:
+        if self.stack and self.stack[-1] is module:
+            self.stack.pop()
+
+    def current(self) -> tuple[nn.Module | None, str]:
+        if not self.stack:
+            return None, ""
+        m = self.stack[-1]
+        return m, self.names.get(m, "")
+
+
+class PropagationMode(TorchFunctionMode):
+    """Routes every op of the forward pass to ``policy(call) -> output``."""
+
+    def __init__(self, policy: Callable[[OpCall], Any], modules: ModuleStack):
+        super().__init__()
+        self.policy = policy
+        self.modules = modules
+        self.counts: dict[str, int] = {}
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func in _ALWAYS_PLAIN or not graph_tensors(args, kwargs):
+            return func(*args, **kwargs)
+        kind = ops.kind_of(func)
+        if kind is None and getattr(func, "__name__", "") == "__get__":
+            return func(*args, **kwargs)         # attribute access such as .shape, .T is routed below
+        module, name = self.modules.current()
+        key = kind or "unknown"
+        index = self.counts.get(key, 0)
+        self.counts[key] = index + 1
+        return self.policy(OpCall(func, kind, args, kwargs, module, name, index))
