@@ -104,16 +104,25 @@ class _MaxPoolRescale(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor):
         x, y, idx = ctx.saved_tensors
-        x1, x0 = _halves(x)
-        y1, y0 = _halves(y)
-        i1, i0 = _halves(idx)
-        g1 = _halves(g)[0]
-        top = torch.maximum(y1, y0)
-        spread = _unpool(g1 * (top - y0), i1, x1) + _unpool(g1 * (y1 - top), i0, x1)
-        dx = x1 - x0
-        small = dx.abs() < _EPS
-        grad = torch.where(small, _unpool(g1, i1, x1), spread / torch.where(small, torch.ones_like(dx), dx))
+        grad = maxpool_multipliers(_halves(g)[0], x, y, idx)
         return torch.cat([grad, torch.zeros_like(grad)]), None, None
+
+
+def maxpool_multipliers(g1: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
+    """Message to the x rows of a max pooling's input, given the message ``g1`` at its x rows.
+
+    ``x``, ``y``, ``idx``: input, output and argmax indices for the stacked rows [x; reference].
+    The output difference is split at the cross maximum: (max(y, y') − y') goes to the
+    maxima of x and (y − max(y, y')) to those of the reference, each divided by Δx there.
+    """
+    x1, x0 = _halves(x)
+    y1, y0 = _halves(y)
+    i1, i0 = _halves(idx)
+    top = torch.maximum(y1, y0)
+    spread = _unpool(g1 * (top - y0), i1, x1) + _unpool(g1 * (y1 - top), i0, x1)
+    dx = x1 - x0
+    small = dx.abs() < _EPS
+    return torch.where(small, _unpool(g1, i1, x1), spread / torch.where(small, torch.ones_like(dx), dx))
 
 
 def _unpool(values: Tensor, idx: Tensor, like: Tensor) -> Tensor:
@@ -137,7 +146,12 @@ class DeepLift(PropagationMethod):
     Differences", ICML 2017. With several baselines (``baseline=[...]``, or DeepLIFT-SHAP with a
     list of reference samples) the contributions are averaged (Lundberg & Lee 2017).
 
-    Options: ``baseline`` (as for IG: zeros by default), ``rule`` (``"rescale"``),
+    ``rule="reveal_cancel"`` treats positive and negative contributions separately at each
+    nonlinearity (RevealCancel, §3.5.3 of the paper; see ``propex.propagation.reveal_cancel``):
+    on :math:`\min(i_1, i_2) = i_1 - \mathrm{ReLU}(i_1 - i_2)` it gives :math:`(i_2/2, i_2/2)` where
+    Rescale gives :math:`(0, i_2)`.
+
+    Options: ``baseline`` (as for IG: zeros by default), ``rule`` (``"rescale"`` or ``"reveal_cancel"``),
     ``softmax_normalize`` (subtract the mean contribution over all classes, for models whose
     output feeds a softmax), ``unknown_ops``, ``batch_size``.
     """
@@ -150,8 +164,6 @@ class DeepLift(PropagationMethod):
                  **options: Any):
         if rule not in RULES:
             raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
-        if rule == "reveal_cancel":
-            raise NotImplementedError("rule='reveal_cancel' is not available yet")
         super().__init__(model, baseline=baseline, rule=rule, softmax_normalize=bool(softmax_normalize), **options)
         self.baseline, self.rule, self.softmax_normalize = baseline, rule, bool(softmax_normalize)
         self._reference: tuple[Tensor, ...] | None = None
@@ -186,7 +198,7 @@ class DeepLift(PropagationMethod):
             self._reference = resolve_baseline(spec, inputs, was_tuple, name=name)
             try:
                 results.append(self._explain_softmax(x, target, forward_kwargs) if self.softmax_normalize
-                               else super()._explain(x, target, forward_kwargs))
+                               else self._explain_one(x, target, forward_kwargs))
             finally:
                 self._reference = None
         if len(results) == 1:
@@ -200,6 +212,65 @@ class DeepLift(PropagationMethod):
         delta = sum(r.delta for r in results) / len(results)
         return Explanation(attributions, first.target, first.outputs, delta, self.name, dict(self.options))
 
+    def _explain_one(self, x: Any, target: Any, forward_kwargs: dict[str, Any] | None) -> Explanation:
+        if self.rule == "reveal_cancel":
+            return self._explain_reveal_cancel(x, target, forward_kwargs)
+        return super()._explain(x, target, forward_kwargs)
+
+    def _explain_reveal_cancel(self, x: Any, target: Any, forward_kwargs: dict[str, Any] | None) -> Explanation:
+        """RevealCancel: differences carried beside the values (see ``reveal_cancel``)."""
+        from ..batching import ranges
+        from ..inputs import check_forward_kwargs, index_kwargs, require_float, restore_structure
+        from ..targets import resolve_target
+        from .engine import _backward, frozen_parameters
+        from .reveal_cancel import Diff, RevealCancelPolicy
+        from .tracing import ModuleStack, PropagationMode
+
+        inputs, was_tuple = as_input_tuple(x)
+        require_float(inputs, "x", self.name)
+        kwargs = check_forward_kwargs(forward_kwargs)
+        with torch.no_grad():
+            outputs = self.call_model.first_call(inputs, kwargs).detach()
+        selector = resolve_target(target, outputs)
+        if selector.indices is None and selector.full_index is None:
+            raise ValueError("target: rule='reveal_cancel' explains output elements (class indices or a tuple "
+                             "index), not a callable")
+        n = inputs[0].shape[0]
+        attrs, deltas = [], []
+        with frozen_parameters(self.model):
+            for start, stop in ranges(n, self.batch_size or n):
+                rows = torch.arange(start, stop, device=inputs[0].device)
+                xs = tuple(t.index_select(0, rows) for t in inputs)
+                refs = tuple(r.index_select(0, rows) for r in self._reference)
+                leaves = tuple((a - r).detach().requires_grad_() for a, r in zip(xs, refs))
+                stacked = tuple(torch.cat([a, r]).detach() for a, r in zip(xs, refs))
+                policy = RevealCancelPolicy(self.unknown_ops)
+                for value, leaf in zip(stacked, leaves):
+                    policy.register(value, Diff(torch.cat([leaf, torch.zeros_like(leaf)])))
+                chunk_kwargs = index_kwargs(kwargs, n, rows) if kwargs else {}
+                chunk_kwargs = {k: (torch.cat([v, v]) if isinstance(v, Tensor) and v.dim() > 0 and
+                                    v.shape[0] == len(rows) else v) for k, v in chunk_kwargs.items()}
+                modules = ModuleStack(self.model)
+                with torch.enable_grad(), modules.active(), PropagationMode(policy, modules):
+                    out = self.call_model(stacked, chunk_kwargs)
+                if not policy.tracked(out):
+                    raise ValueError("target: the model output does not depend on x through ops DeepLIFT can follow")
+                b = len(rows)
+                diff_out = selector.select(policy.diff(out).total()[:b], rows)
+                f_x, f_ref = selector.select(out[:b], rows), selector.select(out[b:], rows)
+                messages = _backward(diff_out, leaves, torch.ones_like(diff_out))
+                contrib = tuple(m * leaf.detach().unsqueeze(1) for m, leaf in zip(messages, leaves))
+                total = sum(c.reshape(c.shape[0], c.shape[1], -1).sum(2) for c in contrib)
+                attrs.append(contrib)
+                deltas.append(total - (f_x - f_ref))
+        attributions = tuple(torch.cat(parts) for parts in zip(*attrs))
+        delta = torch.cat(deltas)
+        if not selector.multi:
+            attributions = tuple(a.squeeze(1) for a in attributions)
+            delta = delta[:, 0]
+        return Explanation(restore_structure(attributions, was_tuple), selector.public(), outputs, delta,
+                           self.name, dict(self.options))
+
     def _explain_softmax(self, x: Any, target: Any, forward_kwargs: dict[str, Any] | None) -> Explanation:
         """Contributions to every class, minus their mean over classes (DeepLIFT §3.6)."""
         from ..targets import resolve_target
@@ -212,7 +283,7 @@ class DeepLift(PropagationMethod):
             raise ValueError("softmax_normalize=True needs class targets (not a callable)")
         n, n_classes = outputs.shape[0], outputs.shape[1]
         every = torch.arange(n_classes).expand(n, n_classes)
-        full = super()._explain(x, every, forward_kwargs)
+        full = self._explain_one(x, every, forward_kwargs)
         attrs = full.attributions if isinstance(full.attributions, tuple) else (full.attributions,)
         normalized = tuple(a - a.mean(dim=1, keepdim=True) for a in attrs)
         idx = selector.indices

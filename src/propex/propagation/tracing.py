@@ -70,12 +70,13 @@ def is_graph(t: Any) -> bool:
     return isinstance(t, Tensor) and t.requires_grad and (t.grad_fn is not None or getattr(t, "_propex_leaf", False))
 
 
-def graph_tensors(args: tuple, kwargs: dict) -> list[Tensor]:
+def graph_tensors(args: tuple, kwargs: dict, tracked: Callable[[Any], bool] = is_graph) -> list[Tensor]:
+    """The arguments (also inside lists/tuples) that belong to the explained graph."""
     out = []
     for a in (*args, *kwargs.values()):
         if isinstance(a, (list, tuple)):
-            out.extend(x for x in a if is_graph(x))
-        elif is_graph(a):
+            out.extend(x for x in a if tracked(x))
+        elif tracked(a):
             out.append(a)
     return out
 
@@ -121,12 +122,14 @@ class PropagationMode(TorchFunctionMode):
     def __init__(self, policy: Callable[[OpCall], Any], modules: ModuleStack):
         super().__init__()
         self.policy = policy
+        # a policy may track tensors itself (DeepLIFT-RevealCancel keeps differences beside the values)
+        self.tracked = getattr(policy, "tracked", is_graph)
         self.modules = modules
         self.counts: dict[str, int] = {}
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        if func in _ALWAYS_PLAIN or not graph_tensors(args, kwargs):
+        if func in _ALWAYS_PLAIN or not graph_tensors(args, kwargs, self.tracked):
             return func(*args, **kwargs)
         kind = ops.kind_of(func)
         if kind is None and getattr(func, "__name__", "") == "__get__":
