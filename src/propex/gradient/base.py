@@ -23,12 +23,15 @@ class GradientMethod(Method):
     family = "gradient"
 
     def __init__(self, model: Any, *, layer: Any = None, layer_input: bool = False,
-                 batch_size: int | None = None, memory_budget: Any = None, **options: Any):
+                 batch_size: int | None = None, memory_budget: Any = None, beta_smooth: float | None = None,
+                 **options: Any):
         super().__init__(model, **options)
         if layer is not None:
             self.options["layer"] = layer if isinstance(layer, str) else type(layer).__name__
+        if beta_smooth is not None:
+            self.options["beta_smooth"] = beta_smooth
         self.engine = GradientEngine(model, layer=layer, layer_input=layer_input,
-                                     batch_size=batch_size, memory_budget=memory_budget)
+                                     batch_size=batch_size, memory_budget=memory_budget, beta_smooth=beta_smooth)
 
     def _explain(self, x: Any, target: Any, forward_kwargs: dict[str, Any] | None) -> Explanation:
         prep = self.engine.prepare(x, target, forward_kwargs)

@@ -57,7 +57,9 @@ class GradientEngine:
     """Evaluates and reduces gradients of selected outputs w.r.t. inputs or a layer."""
 
     def __init__(self, model: Any, *, layer: Any = None, layer_input: bool = False,
-                 batch_size: int | None = None, memory_budget: Any = None):
+                 batch_size: int | None = None, memory_budget: Any = None, beta_smooth: float | None = None):
+        from ..propagation.smoothing import check_beta
+        self.beta_smooth = check_beta(beta_smooth)
         self.call = ModelCall(model)
         self.model = model
         self.tap = LayerTap(resolve_layer(model, layer), use_input=bool(layer_input)) if layer is not None else None
@@ -90,12 +92,14 @@ class GradientEngine:
 
     # ------------------------------------------------------------------ evaluation
     def _forward(self, prep: Prepared, points: tuple[Tensor, ...], sample_idx: Tensor) -> Tensor:
+        from ..propagation.smoothing import beta_smoothing
         kwargs = index_kwargs(prep.forward_kwargs, prep.n, sample_idx) if prep.forward_kwargs else {}
-        if self.tap is None:
-            return self.call(points, kwargs)
-        model_inputs = tuple(t.index_select(0, sample_idx.to(t.device)) for t in prep.inputs)
-        with self.tap.active(replacement=points[0]):
-            return self.call(model_inputs, kwargs)
+        with beta_smoothing(self.model, self.beta_smooth):
+            if self.tap is None:
+                return self.call(points, kwargs)
+            model_inputs = tuple(t.index_select(0, sample_idx.to(t.device)) for t in prep.inputs)
+            with self.tap.active(replacement=points[0]):
+                return self.call(model_inputs, kwargs)
 
     def values(self, prep: Prepared, points: tuple[Tensor, ...], sample_idx: Tensor) -> Tensor:
         """Target scalars ``[B, T]`` at ``points`` (no gradient)."""
