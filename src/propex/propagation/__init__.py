@@ -6,9 +6,10 @@ from .excitation import DeepTaylor, ExcitationBackprop
 from .engine import Policy, PropagationMethod
 from .guided import Deconvnet, GuidedBackprop
 from .lrp import LRP
+from .pattern import PatternAttribution, Patterns, fit_patterns
 from .ops import register_op
 from .tracing import UnsupportedOpError
 
-__all__ = ["LRP", "DeepLift", "ExcitationBackprop", "DeepTaylor", "GuidedBackprop", "Deconvnet", "Composite", "Name", "Position", "All", "GammaByDepth",
+__all__ = ["LRP", "DeepLift", "ExcitationBackprop", "DeepTaylor", "PatternAttribution", "Patterns", "fit_patterns", "GuidedBackprop", "Deconvnet", "Composite", "Name", "Position", "All", "GammaByDepth",
            "depth_schedule", "preset", "register_op", "UnsupportedOpError", "Policy", "PropagationMethod",
            "composites", "rules"]
