@@ -26,9 +26,12 @@ def test_demo_runs_every_method_and_writes_grid_and_table(tmp_path):
     assert [r.method for r in rows] == propex.methods()
     assert all(r.error is None for r in rows), [r.error for r in rows]
     by_name = {r.method: r for r in rows}
+    # the digits model uses SiLU: deconvnet (defined for ReLU) is the only method that does not apply
+    assert [r.method for r in rows if r.not_applicable] == ["deconvnet"]
+    assert "SiLU" in by_name["deconvnet"].not_applicable
     # completeness is reported exactly for the methods that claim it
     for name in propex.methods():
-        claims = propex.get_method(name).claims_completeness
+        claims = propex.get_method(name).claims_completeness and not by_name[name].not_applicable
         assert (by_name[name].completeness_error is not None) == claims
     assert by_name["integrated_gradients"].completeness_error < 1e-3
     import matplotlib.image as mpimg
@@ -37,6 +40,7 @@ def test_demo_runs_every_method_and_writes_grid_and_table(tmp_path):
     table = (tmp_path / "table.md").read_text()
     for name in propex.methods():
         assert f"| {name} |" in table
+    assert "not applicable" in table
 
 
 def test_demo_command_line_subset(tmp_path, capsys):

@@ -10,12 +10,17 @@ import torch
 from torch import Tensor
 
 from .api import explain, get_method, methods
+from .propagation import UnsupportedOpError
 
 # Options that make each method's demo run meaningful and reproducible; methods not
 # listed run with their defaults.
-def _demo_options(train_x: Tensor) -> dict[str, dict[str, Any]]:
+def _demo_options(model: Any, train_x: Tensor, names: list[str]) -> dict[str, dict[str, Any]]:
     references = train_x[torch.randperm(train_x.shape[0], generator=torch.Generator().manual_seed(0))[:64]]
-    return {
+    options: dict[str, dict[str, Any]] = {}
+    if "pattern_attribution" in names:
+        from .propagation import fit_patterns
+        options["pattern_attribution"] = {"patterns": fit_patterns(model, train_x)}
+    return options | {
         "smoothgrad": {"seed": 0},
         "vargrad": {"seed": 0},
         "integrated_gradients": {"n_steps": 64},
@@ -30,7 +35,8 @@ class DemoRow:
     method: str
     seconds: float
     completeness_error: float | None   # max over samples of |delta| / |f(x) - f(baseline)|
-    error: str | None = None
+    error: str | None = None           # the method failed (a bug)
+    not_applicable: str | None = None  # the method is not defined for this model (e.g. deconvnet on SiLU)
 
 
 def run_demo(out_dir: str = "propex-demo", n_samples: int = 8, method_names: list[str] | None = None,
@@ -49,7 +55,7 @@ def run_demo(out_dir: str = "propex-demo", n_samples: int = 8, method_names: lis
         names = [get_method(m).name for m in method_names] if method_names else methods()
     except ValueError as err:
         raise ValueError(f"methods: unknown method name: {err}") from None
-    options = _demo_options(x_train)
+    options = _demo_options(model, x_train, names)
     rows, maps = [], {}
     with torch.no_grad():
         predicted = model(x).argmax(1)
@@ -57,6 +63,10 @@ def run_demo(out_dir: str = "propex-demo", n_samples: int = 8, method_names: lis
         start = time.perf_counter()
         try:
             exp = explain(model, x, name, target=predicted, **options.get(name, {}))
+        except UnsupportedOpError as err:
+            rows.append(DemoRow(name, time.perf_counter() - start, None, not_applicable=str(err).split(" (use")[0]))
+            log(f"  {name:<22} not applicable: {err}")
+            continue
         except Exception as err:  # keep the demo going; report the failure in the table
             rows.append(DemoRow(name, time.perf_counter() - start, None, f"{type(err).__name__}: {err}"))
             log(f"  {name:<22} failed: {err}")
@@ -94,6 +104,8 @@ def format_table(rows: list[DemoRow]) -> str:
     lines = ["| method | time (s) | completeness error |", "|---|---:|---:|"]
     for r in rows:
         err = "n/a" if r.completeness_error is None else f"{r.completeness_error:.2e}"
+        if r.not_applicable:
+            err = f"not applicable: {r.not_applicable}"
         if r.error:
             err = f"failed: {r.error}"
         lines.append(f"| {r.method} | {r.seconds:.2f} | {err} |")

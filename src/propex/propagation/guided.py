@@ -42,7 +42,8 @@ class GuidedPolicy(Policy):
         y = call.run()
         if self.deconv:
             if call.func not in _RELU_LIKE:
-                raise UnsupportedOpError(f"Deconvnet is defined for ReLU; {call.where()} is another activation")
+                raise UnsupportedOpError(f"Deconvnet is defined for ReLU networks; {call.where()} is another "
+                                         "activation (use guided_backprop, which is defined for any activation)")
             return _GuidedReLU.apply(x, y, None)
         with torch.enable_grad():
             xx = x.detach().requires_grad_()
