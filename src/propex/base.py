@@ -1,9 +1,14 @@
 """The base class every method derives from, and the ``Explanation`` it returns."""
 from __future__ import annotations
 
+import contextlib
+import difflib
+import functools
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from .model_call import model_guard
@@ -54,6 +59,14 @@ class Method:
     claims_completeness: ClassVar[bool] = False
 
     def __init__(self, model: Any, **options: Any):
+        unknown = [key for key in options if key not in _accepted_options(type(self))]
+        if unknown:
+            accepted = sorted(_accepted_options(type(self)))
+            close = {k: difflib.get_close_matches(k, accepted, n=2, cutoff=0.6) for k in unknown}
+            hints = "; ".join(f"{k!r}" + (f" (did you mean {' or '.join(map(repr, c))}?)" if c else "")
+                              for k, c in close.items())
+            raise TypeError(f"{self.name or type(self).__name__} got unknown option(s) {hints}. "
+                            f"Its options are: {', '.join(accepted)}")
         self.model = model
         self.options = options
 
@@ -65,7 +78,10 @@ class Method:
     def explain(self, x: Tensor | tuple[Tensor, ...], target: Any = None, *,
                 forward_kwargs: dict[str, Any] | None = None) -> Explanation:
         """Explain ``model(x)`` for ``target`` (see ``propex.targets`` for its forms)."""
-        with model_guard(self.model):
+        # explanations need autograd: leave an enclosing torch.inference_mode() for the call
+        # (torch.no_grad() needs nothing: the engines enable grad where they need it)
+        allow_autograd = torch.inference_mode(False) if torch.is_inference_mode_enabled() else contextlib.nullcontext()
+        with allow_autograd, model_guard(self.model):
             return self._explain(x, target, forward_kwargs)
 
     def _explain(self, x: Any, target: Any, forward_kwargs: dict[str, Any] | None) -> Explanation:
@@ -74,6 +90,20 @@ class Method:
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={_short(v)}" for k, v in self.options.items())
         return f"{type(self).__name__}({opts})"
+
+
+@functools.lru_cache(maxsize=None)
+def _accepted_options(cls: type) -> frozenset[str]:
+    """Keyword options some ``__init__`` in ``cls``'s MRO declares (what ``Method`` may receive)."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        for param in inspect.signature(init).parameters.values():
+            if param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD) and param.name not in ("self", "model"):
+                names.add(param.name)
+    return frozenset(names)
 
 
 def _short(v: Any) -> str:

@@ -71,8 +71,11 @@ def _one(spec: Any, x: Tensor, generator: torch.Generator | None, name: str) -> 
         raise ValueError(f"{name}={spec!r} is not a known baseline; use 'zeros', 'uniform', 'blur', a number or a tensor")
     if isinstance(spec, Tensor):
         check_finite(spec, name)
+        if spec.is_floating_point() and not x.is_floating_point():
+            raise TypeError(f"{name} is a floating-point tensor but x has dtype {x.dtype} (e.g. token ids): "
+                            "give the baseline as values of the same kind (e.g. baseline token ids)")
         try:
-            out = torch.broadcast_to(spec.to(device=x.device, dtype=x.dtype), x.shape)
+            out = torch.broadcast_to(spec.detach().to(device=x.device, dtype=x.dtype), x.shape)
         except RuntimeError:
             raise ValueError(
                 f"{name} of shape {tuple(spec.shape)} is not compatible with x of shape {tuple(x.shape)}; "

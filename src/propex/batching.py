@@ -9,6 +9,7 @@ as one large batch on a big GPU.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from typing import Any, Iterator
 
@@ -26,13 +27,16 @@ def parse_memory(value: Any, name: str = "memory_budget") -> int:
     if isinstance(value, bool):
         raise TypeError(f"{name} must be a number of bytes or a string like '2GB', got a bool")
     if isinstance(value, (int, float)):
-        if value <= 0:
-            raise ValueError(f"{name} must be positive, got {value}")
+        if not math.isfinite(value) or value < 1:
+            raise ValueError(f"{name} must be a positive, finite number of bytes, got {value}")
         return int(value)
     if isinstance(value, str):
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", value)
         if m and m.group(2).lower() in _UNITS:
-            return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+            parsed = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+            if parsed < 1:
+                raise ValueError(f"{name} must be at least one byte, got {value!r}")
+            return parsed
     raise ValueError(f"{name} must be a number of bytes or a string like '512MB' or '2GB', got {value!r}")
 
 
@@ -47,15 +51,21 @@ def check_batch_size(batch_size: Any, name: str = "batch_size") -> int | None:
 
 
 class SavedBytes:
-    """Counts the bytes autograd saves for backward inside its context."""
+    """Counts the bytes autograd saves for backward inside its context.
 
-    def __init__(self) -> None:
+    Tensors that share storage with ``exclude`` (the model's parameters, which conv and
+    linear layers save for their backward) are not counted: they do not grow with the batch.
+    """
+
+    def __init__(self, exclude: Any = ()) -> None:
         self.total = 0
+        self._excluded = {p.untyped_storage().data_ptr() for p in exclude}
 
     @contextlib.contextmanager
     def measure(self) -> Iterator["SavedBytes"]:
         def pack(t: torch.Tensor) -> torch.Tensor:
-            self.total += t.numel() * t.element_size()
+            if t.untyped_storage().data_ptr() not in self._excluded:
+                self.total += t.numel() * t.element_size()
             return t
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):

@@ -24,6 +24,10 @@ def as_input_tuple(x: Any, name: str = "x") -> tuple[tuple[Tensor, ...], bool]:
             f"{name} must be a torch.Tensor of shape [N, ...] or a tuple of such tensors, "
             f"got {_describe(x)}"
         )
+    # Explanations are not differentiable w.r.t. x: detach, so that attributions never carry
+    # (and keep alive) the autograd graph x came from. Tensors made under
+    # torch.inference_mode() cannot take part in autograd at all; a clone made outside can.
+    inputs = tuple(t.clone() if t.is_inference() else t.detach() for t in inputs)
     for i, t in enumerate(inputs):
         label = f"{name}[{i}]" if was_tuple else name
         if t.dim() == 0:

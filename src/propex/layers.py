@@ -58,12 +58,16 @@ class LayerTap:
             )
         return value
 
+    # The model receives a clone of the captured (or substituted) tensor, never the tensor
+    # itself: an in-place op after the layer (``nn.ReLU(inplace=True)``, ``x += ...`` as in
+    # torchvision's ResNet) would otherwise overwrite ``captured`` or fail on the replacement,
+    # which is a leaf that requires grad. The clone keeps both in the autograd graph.
     def _pre_hook(self, module: nn.Module, args: tuple) -> tuple | None:
         value = self._check(args[0] if args else None)
         self.captured = value
         if self.replacement is not None:
-            return (self.replacement, *args[1:])
-        return None
+            return (self.replacement.clone(), *args[1:])
+        return (value.clone(), *args[1:])
 
     def _hook(self, module: nn.Module, args: tuple, output: Any) -> Any:
         value = self._check(output)
@@ -74,8 +78,8 @@ class LayerTap:
                     f"{self.name}: replacement of shape {tuple(self.replacement.shape)} does not match the "
                     f"layer output {tuple(value.shape)}"
                 )
-            return self.replacement
-        return None
+            return self.replacement.clone()
+        return value.clone()
 
     @contextlib.contextmanager
     def active(self, replacement: Tensor | None = None) -> Iterator["LayerTap"]:

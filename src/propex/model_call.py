@@ -8,6 +8,9 @@ on exit, also when the forward raises.
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
+import sys
 import warnings
 from collections.abc import Mapping
 from typing import Any, Callable, Iterator
@@ -64,8 +67,13 @@ class ModelCall:
 
 @contextlib.contextmanager
 def model_guard(model: Any) -> Iterator[None]:
-    """Restore training flags, buffers, ``requires_grad``, ``.grad`` and hooks of ``model`` on exit."""
-    if not isinstance(model, nn.Module):
+    """Restore training flags, buffers, ``requires_grad``, ``.grad`` and hooks of ``model`` on exit.
+
+    ``model`` may also be a bound method of a module (``net.forward``) or a ``functools.partial``
+    of one: the module is guarded. Other callables cannot be inspected and are left alone.
+    """
+    model = _owning_module(model)
+    if model is None:
         yield
         return
     modules = list(model.modules())
@@ -79,7 +87,7 @@ def model_guard(model: Any) -> Iterator[None]:
         warnings.warn(
             "the model is in training mode: dropout and batch statistics make explanations "
             "stochastic and batch-dependent; call model.eval() first unless this is intended",
-            stacklevel=4,
+            stacklevel=_caller_stacklevel(),
         )
     try:
         yield
@@ -96,6 +104,27 @@ def model_guard(model: Any) -> Iterator[None]:
         for m, counts in zip(modules, hook_counts):
             if _hook_counts(m) != counts:  # pragma: no cover - a bug in propex if reached
                 raise RuntimeError(f"propex left hooks on module {type(m).__name__}; please report this")
+
+
+def _owning_module(model: Any) -> nn.Module | None:
+    """The module behind ``model``: itself, the owner of a bound method, or a partial's target."""
+    if isinstance(model, nn.Module):
+        return model
+    if isinstance(model, functools.partial):
+        return _owning_module(model.func)
+    owner = getattr(model, "__self__", None)
+    return owner if isinstance(owner, nn.Module) else None
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning from ``model_guard`` point at the user's code
+    (the first frame outside propex and contextlib), however deep inside propex it was raised."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(2), 2   # level 1 is model_guard, which calls warnings.warn
+    while frame is not None and (frame.f_code.co_filename.startswith(here)
+                                 or frame.f_code.co_filename == contextlib.__file__):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _hook_counts(m: nn.Module) -> tuple[int, ...]:

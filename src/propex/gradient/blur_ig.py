@@ -21,18 +21,22 @@ class BlurIG(GradientMethod):
     :math:`\sigma_k = k\,\sigma_{max}/n` (or :math:`\sigma_{max}\sqrt{k/n}` with
     ``schedule="sqrt"``), the path runs from :math:`x(\sigma_{max})` to :math:`x(0) = x`:
 
-    .. math:: \phi_i = -\sum_{k=0}^{n-1} (\sigma_{k+1} - \sigma_k)\,
-              \frac{\partial x_i(\sigma)}{\partial \sigma}\Big|_{\sigma_k}\,
+    .. math:: \phi_i = \int_{\sigma_{max}}^{0} \partial_i f_y\big(x(\sigma)\big)\,
+              \frac{\partial x_i(\sigma)}{\partial \sigma}\, d\sigma
+              \approx \sum_{k=0}^{n-1} \big(x_i(\sigma_k) - x_i(\sigma_{k+1})\big)\,
               \partial_i f_y\big(x(\sigma_k)\big)
 
-    with the σ-derivative taken by a forward difference of step ``grad_step``. Completeness
-    holds approximately: :math:`\sum_i \phi_i \approx f_y(x) - f_y(x(\sigma_{max}))`
-    (reported as ``delta``). No baseline is needed: the maximally blurred image plays its role.
+    The paper (and PAIR's implementation) multiplies :math:`-(\sigma_{k+1}-\sigma_k)` by a
+    finite-difference σ-derivative at :math:`\sigma_k`; propex uses the exact path increment
+    instead: the same integral, but the sum telescopes, so a linear model gets exactly
+    :math:`w \odot (x - x(\sigma_{max}))` and coarse σ steps (``schedule="sqrt"``) stay accurate.
+    Completeness: :math:`\sum_i \phi_i \approx f_y(x) - f_y(x(\sigma_{max}))` (``delta``). No
+    baseline is needed: the maximally blurred image plays its role.
 
     Xu, Venugopalan & Sundararajan, "Attribution in Scale and Space", CVPR 2020.
 
     Options: ``n_steps`` (default 100), ``max_sigma`` (default 50 px, as in the paper),
-    ``grad_step`` (default 0.01), ``schedule`` (``"linear"`` or ``"sqrt"``). Inputs must be
+    ``schedule`` (``"linear"`` or ``"sqrt"``). Inputs must be
     ``[N, C, H, W]`` or ``[N, C, L]``.
     """
 
@@ -40,18 +44,15 @@ class BlurIG(GradientMethod):
     aliases = ("blurig", "blur_integrated_gradients")
     claims_completeness = True
 
-    def __init__(self, model: Any, *, n_steps: int = 100, max_sigma: float = 50.0, grad_step: float = 0.01,
-                 schedule: str = "linear", **options: Any):
+    def __init__(self, model: Any, *, n_steps: int = 100, max_sigma: float = 50.0, schedule: str = "linear",
+                 **options: Any):
         check_steps(n_steps)
         if not isinstance(max_sigma, (int, float)) or isinstance(max_sigma, bool) or max_sigma <= 0:
             raise ValueError(f"max_sigma must be a number > 0, got {max_sigma!r}")
-        if not isinstance(grad_step, (int, float)) or isinstance(grad_step, bool) or grad_step <= 0:
-            raise ValueError(f"grad_step must be a number > 0, got {grad_step!r}")
         if schedule not in ("linear", "sqrt"):
             raise ValueError(f"schedule must be 'linear' or 'sqrt', got {schedule!r}")
-        super().__init__(model, n_steps=n_steps, max_sigma=float(max_sigma), grad_step=float(grad_step),
-                         schedule=schedule, **options)
-        self.n_steps, self.max_sigma, self.grad_step, self.schedule = n_steps, float(max_sigma), float(grad_step), schedule
+        super().__init__(model, n_steps=n_steps, max_sigma=float(max_sigma), schedule=schedule, **options)
+        self.n_steps, self.max_sigma, self.schedule = n_steps, float(max_sigma), schedule
 
     def sigmas(self) -> list[float]:
         """σ_0 = 0 < σ_1 < ... < σ_n = max_sigma."""
@@ -67,16 +68,15 @@ class BlurIG(GradientMethod):
                 raise ValueError(f"blur_ig blurs spatial dims: {label} must be [N, C, H, W] or [N, C, L], "
                                  f"got shape {tuple(t.shape)}")
         sig = self.sigmas()
-        space, h = prep.space, self.grad_step
+        space = prep.space
         cache: dict[int, tuple[tuple[Tensor, ...], tuple[Tensor, ...]]] = {}
 
         def blurred(kk: int) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-            """Blurred inputs at σ_k and their scaled σ-derivative −Δσ_k ∂x/∂σ, for all N."""
+            """Blurred inputs at σ_k and the path increment x(σ_k) − x(σ_{k+1}), for all N."""
             if kk not in cache:
                 at = tuple(gaussian_blur(t, sig[kk]) for t in space)
-                step = sig[kk + 1] - sig[kk]
-                deriv = tuple(-(gaussian_blur(t, sig[kk] + h) - a) / h * step for t, a in zip(space, at))
-                cache[kk] = (at, deriv)
+                step = tuple(a - gaussian_blur(t, sig[kk + 1]) for t, a in zip(space, at))
+                cache[kk] = (at, step)
             return cache[kk]
 
         def gather(k: Tensor, s: Tensor, which: int) -> tuple[Tensor, ...]:

@@ -71,7 +71,8 @@ class GradientEngine:
         """One forward pass on x: outputs, target resolution, layer capture, memory estimate."""
         inputs, was_tuple = as_input_tuple(x)
         kwargs = check_forward_kwargs(forward_kwargs)
-        measure = SavedBytes()
+        params = list(self.model.parameters()) if isinstance(self.model, torch.nn.Module) else []
+        measure = SavedBytes(exclude=params)
         with torch.enable_grad() if self.batch_size is None else torch.no_grad(), measure.measure():
             leaves = tuple(t.detach().requires_grad_() if t.is_floating_point() and self.batch_size is None
                            else t.detach() for t in inputs)

@@ -60,7 +60,7 @@ class ExpectedGradients(GradientMethod):
                 raise ValueError(f"{label} of shape {tuple(r.shape)} must be [M, {', '.join(map(str, x.shape[1:]))}] "
                                  f"(reference samples shaped like x {tuple(x.shape)})")
             check_finite(r, label)
-        refs = tuple(r.to(device=x.device, dtype=x.dtype) for r, x in zip(refs, prep.inputs))
+        refs = tuple(r.detach().to(device=x.device, dtype=x.dtype) for r, x in zip(refs, prep.inputs))
         return refs
 
     def _draws(self, prep: Prepared, m: int) -> tuple[Tensor, Tensor]:

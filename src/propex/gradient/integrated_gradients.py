@@ -57,7 +57,7 @@ class IntegratedGradients(GradientMethod):
     """
 
     name = "integrated_gradients"
-    aliases = ("ig", "integrated_gradient", "intgrad")
+    aliases = ("ig", "intgrad")
     claims_completeness = True
 
     def __init__(self, model: Any, *, n_steps: int = 50, integration: str = "gausslegendre",

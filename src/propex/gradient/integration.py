@@ -1,14 +1,23 @@
 """Quadrature rules for path integrals over α ∈ [0, 1].
 
-The names and point sets are Captum's, so results can be compared one to one:
+The names and point sets are Captum's, so results can be compared one to one (for
+``riemann_trapezoid`` see the note below):
 
 * ``riemann_left``   α_k = k/n,        w_k = 1/n   (k = 0..n-1)
 * ``riemann_right``  α_k = (k+1)/n,    w_k = 1/n
 * ``riemann_middle`` α_k = (k+½)/n,    w_k = 1/n
 * ``riemann_trapezoid`` α_k = k/(n-1), w = 1/(n-1) with halved end weights (n ≥ 2)
 * ``gausslegendre``  Gauss–Legendre nodes and weights mapped from [-1, 1] to [0, 1]
+
+Note: Captum's ``riemann_trapezoid`` uses the same points α_k = k/(n-1) but weights
+1/n (halved at the ends), which sum to (n-1)/n; its attributions are therefore the
+trapezoid rule scaled by (n-1)/n and miss completeness by (f(x) - f(x'))/n. propex uses
+the trapezoid rule itself, so ``propex == captum * n/(n-1)`` for this rule
+(``tests/gradient/test_captum_parity.py`` pins the relation).
 """
 from __future__ import annotations
+
+import numbers
 
 import numpy as np
 import torch
@@ -29,11 +38,11 @@ def check_rule(integration: str) -> str:
 
 
 def check_steps(n_steps: int, name: str = "n_steps") -> int:
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int):
+    if isinstance(n_steps, bool) or not isinstance(n_steps, numbers.Integral):
         raise TypeError(f"{name} must be an int >= 1, got {type(n_steps).__name__}")
     if n_steps < 1:
         raise ValueError(f"{name} must be >= 1, got {n_steps}")
-    return n_steps
+    return int(n_steps)
 
 
 def alphas_and_weights(integration: str, n_steps: int) -> tuple[torch.Tensor, torch.Tensor]:

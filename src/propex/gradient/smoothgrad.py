@@ -76,9 +76,9 @@ class _NoisyGradients(GradientMethod):
         def terms(g, k, s):
             out = []
             if first:
-                out += [gi / n for gi in g]
-            if second:
-                out += [gi * gi / n for gi in g]
+                out += [gi.double() / n if second else gi / n for gi in g]
+            if second:   # float64 sums: E[g²] − E[g]² cancels badly in float32
+                out += [gi.double() ** 2 / n for gi in g]
             return out
         return self.engine.reduce(prep, n, self._points(prep), terms)
 
@@ -115,7 +115,8 @@ class SmoothGrad(_NoisyGradients):
 
     def _attribute(self, prep: Prepared) -> tuple[tuple[Tensor, ...], None]:
         if self.squared:
-            return tuple(self._moments(prep, second=True, first=False)), None
+            dtype = prep.space[0].dtype
+            return tuple(m.to(dtype) for m in self._moments(prep, second=True, first=False)), None
         return tuple(self._moments(prep, second=False)), None
 
 
@@ -135,4 +136,5 @@ class VarGrad(_NoisyGradients):
     def _attribute(self, prep: Prepared) -> tuple[tuple[Tensor, ...], None]:
         moments = self._moments(prep, second=True)
         k = len(prep.space)
-        return tuple(m2 - m1 * m1 for m1, m2 in zip(moments[:k], moments[k:])), None
+        return tuple((m2 - m1 * m1).clamp(min=0).to(x.dtype)
+                     for m1, m2, x in zip(moments[:k], moments[k:], prep.space)), None
