@@ -186,3 +186,17 @@ def test_bound_method_and_partial_of_a_module_are_guarded(wrap, model_snapshot):
     with pytest.warns(UserWarning, match="training mode"):
         propex.explain(model, torch.rand(3, 1, 8, 8) * 4 + 1, "integrated_gradients", n_steps=4)
     snap.assert_unchanged()
+
+
+def test_no_train_mode_warning_for_models_without_mode_dependent_layers():
+    """A fresh nn.Linear is in training mode but behaves the same in eval: no warning."""
+    import warnings as _warnings
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU())
+    assert model.training
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("error")
+        propex.explain(model, torch.randn(2, 4), "saliency")
+    with pytest.warns(UserWarning, match="training mode"):
+        propex.explain(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Dropout(0.1)), torch.randn(2, 4),
+                       "saliency")

@@ -83,7 +83,9 @@ def model_guard(model: Any) -> Iterator[None]:
     grads = [p.grad for p in params]
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     hook_counts = [_hook_counts(m) for m in modules]
-    if any(training):
+    # only modules whose forward depends on the mode make the explanation mode-dependent
+    mode_dependent = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)
+    if any(flag and isinstance(m, mode_dependent) for m, flag in zip(modules, training)):
         warnings.warn(
             "the model is in training mode: dropout and batch statistics make explanations "
             "stochastic and batch-dependent; call model.eval() first unless this is intended",
