@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..api import register
@@ -11,7 +12,12 @@ from .composites import Composite, PositionInfo, needs_count, preset
 from .engine import Policy, PropagationMethod, first_graph_arg
 from .functions import Multiplier, PassThrough, Split, stabilize
 from .rules import Gradient, LinearCall, Norm, Pass, Rule, _safe_inverse
-from .tracing import OpCall, UnsupportedOpError, is_graph
+from .tracing import OpCall, UnsupportedOpError, graph_tensors, is_graph
+
+# activations whose output is never negative: conv/dense ops fed by them skip the x⁻ terms
+_NONNEG = {F.relu, torch.relu, torch.Tensor.relu, getattr(torch, "relu_", None), getattr(torch.Tensor, "relu_", None),
+           getattr(F, "relu_", None), F.relu6, F.sigmoid, torch.sigmoid, torch.Tensor.sigmoid, F.softplus,
+           F.hardsigmoid}
 
 
 def linear_parts(call: OpCall) -> tuple[Tensor, Tensor, Tensor | None, Any]:
@@ -42,6 +48,31 @@ class LRPPolicy(Policy):
         self.canonize = canonize
         self.position = PositionInfo(n_linear)
         self._linear_outputs: dict[int, tuple[Tensor, OpCall, Any, Tensor, Tensor, Tensor | None, Any]] = {}
+        self._nonneg: dict[int, Tensor] = {}
+
+    def _is_nonneg(self, t: Any) -> bool:
+        return isinstance(t, Tensor) and self._nonneg.get(id(t)) is t
+
+    def _mark_nonneg(self, out: Any) -> Any:
+        if isinstance(out, Tensor):
+            self._nonneg[id(out)] = out
+        elif isinstance(out, (tuple, list)):
+            for o in out:
+                self._mark_nonneg(o)
+        return out
+
+    def _keeps_sign(self, call: OpCall, out: Any) -> Any:
+        """Outputs of sign-preserving ops (routing, pooling) of non-negative inputs are non-negative."""
+        inputs = graph_tensors(call.args, call.kwargs)
+        if inputs and all(self._is_nonneg(t) for t in inputs):
+            self._mark_nonneg(out)
+        return out
+
+    def on_route(self, call: OpCall) -> Any:
+        return self._keeps_sign(call, call.run())
+
+    def on_identity(self, call: OpCall) -> Any:
+        return self._keeps_sign(call, call.run())
 
     def _rule(self, call: OpCall) -> Any:
         rule = self.composite.rule_for(call, self.position)
@@ -59,7 +90,7 @@ class LRPPolicy(Policy):
             return call.run()
         if not isinstance(rule, Rule):
             raise TypeError(f"composite: {rule!r} cannot be applied to the linear op {call.where()}")
-        out = rule.apply(LinearCall(x, w, b, fn, self.ignore_bias))
+        out = rule.apply(LinearCall(x, w, b, fn, self.ignore_bias, nonneg=self._is_nonneg(x)))
         transposed = "transpose" in call.name
         if self.canonize and not transposed:
             self._linear_outputs[id(out)] = (out, call, rule, x, w, b, fn)
@@ -85,7 +116,7 @@ class LRPPolicy(Policy):
             shape = (-1,) + (1,) * (lw.dim() - 1)
             w2 = lw * scale.reshape(shape)
             b2 = shift if lb is None else lb * scale + shift
-            return rule.apply(LinearCall(lx, w2, b2, fn, self.ignore_bias))
+            return rule.apply(LinearCall(lx, w2, b2, fn, self.ignore_bias, nonneg=self._is_nonneg(lx)))
         rule = self._rule(call)
         y = call.run()
         if isinstance(rule, Pass):
@@ -111,12 +142,13 @@ class LRPPolicy(Policy):
             a = list(args)
             a[position] = xx
             return call.run(*a)
-        return (rule if isinstance(rule, Rule) else Norm()).apply(LinearCall(x, None, None, fn, True))
+        out = (rule if isinstance(rule, Rule) else Norm()).apply(LinearCall(x, None, None, fn, True))
+        return self._keeps_sign(call, out)
 
     def on_max_pool(self, call: OpCall) -> Any:
         rule = self._rule(call)
         if rule is None or isinstance(rule, Gradient):
-            return call.run()
+            return self._keeps_sign(call, call.run())
         raise TypeError(f"composite: {rule!r} cannot be applied to max pooling {call.where()}; use Gradient()")
 
     def on_activation(self, call: OpCall) -> Any:
@@ -125,7 +157,8 @@ class LRPPolicy(Policy):
         if isinstance(rule, Gradient):
             return y
         if isinstance(rule, Pass) or rule is None:
-            return PassThrough.apply(first_graph_arg(call), y)
+            out = PassThrough.apply(first_graph_arg(call), y)
+            return self._mark_nonneg(out) if call.func in _NONNEG else out
         raise TypeError(f"composite: {rule!r} cannot be applied to the activation {call.where()}; use Pass()")
 
     # sums and products ---------------------------------------------------------------------

@@ -35,6 +35,7 @@ class LinearCall:
     bias: Tensor | None
     fn: LinearFn
     ignore_bias: bool = False
+    nonneg: bool = False      # x is known to be >= 0 (e.g. a ReLU output): terms with x⁻ vanish
 
     def value(self) -> Tensor:
         with torch.no_grad():
@@ -65,9 +66,8 @@ class Rule:
                ) -> list[Tensor]:
         """Forward each (modified input, weight, bias) term through the op, wired to x."""
         out = []
-        with torch.no_grad():
-            mods = [m.detach() for m, _, _ in terms]
-        for m, (_, w, b) in zip(mods, terms):
+        for m, w, b in terms:
+            m = m.detach()
             b = None if call.ignore_bias else b
             out.append(call.fn(ModInput.apply(call.x, m), None if w is None else w.detach(),
                                None if b is None else b.detach()))
@@ -121,6 +121,10 @@ class ZPlus(Rule):
 
     def apply(self, call: LinearCall) -> Tensor:
         x, w, b = call.x.detach(), call.weight, call.bias
+        if call.nonneg:
+            (zp,) = self._terms(call, [(x, _pos(w), _pos(b))])
+            inv = _safe_inverse(stabilize(zp.detach(), self.stabilizer))
+            return self._combine(call.value(), [zp], [inv])
         zp = self._terms(call, [(x.clamp(min=0), _pos(w), _pos(b)), (x.clamp(max=0), _neg(w), None)])
         inv = _safe_inverse(stabilize((zp[0] + zp[1]).detach(), self.stabilizer))
         return self._combine(call.value(), zp, [inv, inv])
@@ -142,6 +146,11 @@ class AlphaBeta(Rule):
 
     def apply(self, call: LinearCall) -> Tensor:
         x, w, b = call.x.detach(), call.weight, call.bias
+        if call.nonneg:
+            zp, zn = self._terms(call, [(x, _pos(w), _pos(b)), (x, _neg(w), _neg(b))])
+            inv_p = _safe_inverse(stabilize(zp.detach(), self.stabilizer))
+            inv_n = _safe_inverse(stabilize(zn.detach(), self.stabilizer))
+            return self._combine(call.value(), [zp, zn], [self.alpha * inv_p, -self.beta * inv_n])
         xp, xn = x.clamp(min=0), x.clamp(max=0)
         z = self._terms(call, [(xp, _pos(w), _pos(b)), (xn, _neg(w), None), (xp, _neg(w), _neg(b)), (xn, _pos(w), None)])
         inv_p = _safe_inverse(stabilize((z[0] + z[1]).detach(), self.stabilizer))
@@ -164,11 +173,16 @@ class Gamma(Rule):
         wp, wn = w + g * w.clamp(min=0), w + g * w.clamp(max=0)
         bp = None if b is None else b + g * b.clamp(min=0)
         bn = None if b is None else b + g * b.clamp(max=0)
-        xp, xn = x.clamp(min=0), x.clamp(max=0)
-        z = self._terms(call, [(xp, wp, bp), (xn, wn, None), (xp, wn, bn), (xn, wp, None)])
         value = call.value()               # the sign mask uses the true output (bias included), as Zennit
         pos = (value > 0).to(value.dtype)
         neg = (value < 0).to(value.dtype)
+        if call.nonneg:
+            zp, zn = self._terms(call, [(x, wp, bp), (x, wn, bn)])
+            inv_p = pos * _safe_inverse(stabilize(zp.detach(), self.stabilizer))
+            inv_n = neg * _safe_inverse(stabilize(zn.detach(), self.stabilizer))
+            return self._combine(value, [zp, zn], [inv_p, inv_n])
+        xp, xn = x.clamp(min=0), x.clamp(max=0)
+        z = self._terms(call, [(xp, wp, bp), (xn, wn, None), (xp, wn, bn), (xn, wp, None)])
         inv_p = pos * _safe_inverse(stabilize((z[0] + z[1]).detach(), self.stabilizer))
         inv_n = neg * _safe_inverse(stabilize((z[2] + z[3]).detach(), self.stabilizer))
         return self._combine(value, z, [inv_p, inv_p, inv_n, inv_n])
