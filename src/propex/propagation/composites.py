@@ -130,7 +130,12 @@ class Composite:
         self.defaults = defaults
 
     def rule_for(self, call: OpCall, position: PositionInfo) -> Any | None:
+        """The rule of the first pair that selects this op *and* applies to its kind: a conv/dense
+        rule selected by ``Name("features.*")`` goes to the convs of that block, not its ReLUs."""
         for sel, rule in self.pairs:
+            kinds = getattr(rule, "applies_to", None)
+            if kinds is not None and call.kind not in kinds:
+                continue
             if matches(sel, call, position):
                 return rule
         if not self.defaults:
@@ -184,6 +189,7 @@ class GammaByDepth:
     gammas: Callable[[int, int], float]
     stabilizer: float = 1e-6
     needs_count = True
+    applies_to = frozenset({"linear"})
 
     def resolve(self, call: OpCall, position: PositionInfo) -> Gamma:
         return Gamma(float(self.gammas(call.index, position.n_linear or 1)), self.stabilizer)

@@ -35,7 +35,7 @@ class RescalePolicy(Policy):
 
     def on_activation(self, call: OpCall) -> Any:
         x = first_graph_arg(call)
-        y = call.run()
+        y = call.value()
         xd = x.detach()
         x1, x0 = _halves(xd)
         y1, y0 = _halves(y.detach())
@@ -63,7 +63,7 @@ class RescalePolicy(Policy):
     def on_mul(self, call: OpCall) -> Any:
         a, b = call.args[0], call.args[1] if len(call.args) > 1 else call.kwargs.get("other")
         if is_graph(a) and is_graph(b):
-            y = call.run()
+            y = call.value()
             a1, a0 = _halves(a.detach())
             b1, b0 = _halves(b.detach())
             return Split.apply(y, (_both((b1 + b0) / 2), _both((a1 + a0) / 2)), a, b)
@@ -79,7 +79,14 @@ class RescalePolicy(Policy):
     def on_linear(self, call: OpCall) -> Any:
         return call.run()
 
-    on_batch_norm = on_pool = on_add = on_sub = on_linear
+    on_pool = on_add = on_sub = on_neg = on_linear
+
+    def on_batch_norm(self, call: OpCall) -> Any:
+        training = call.kwargs.get("training", call.args[5] if len(call.args) > 5 else False)
+        if training:
+            raise UnsupportedOpError(f"DeepLIFT: {call.where()} runs in training mode: its batch statistics would "
+                                     "mix x and the reference; call model.eval()")
+        return call.run()
 
 
 def _local_gradient(call: OpCall, x: Tensor) -> Tensor:
@@ -175,17 +182,14 @@ class DeepLift(PropagationMethod):
         return tuple(torch.cat([leaf, ref.index_select(0, rows)]) for leaf, ref in zip(leaves, self._reference))
 
     def finalize(self, messages, inputs, values, extra_values):
-        refs = self._chunk_refs(inputs)
+        refs = self._current_refs
         attributions = tuple(m * (x - r).unsqueeze(1) for m, x, r in zip(messages, inputs, refs))
         total = sum(a.reshape(a.shape[0], a.shape[1], -1).sum(2) for a in attributions)
         return attributions, total - (values - extra_values)
 
-    def _chunk_refs(self, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-        return self._current_refs
-
-    def _chunk(self, inputs, kwargs, selector, rows, n, n_linear):
+    def _chunk(self, inputs, kwargs, selector, target, rows, n, n_linear):
         self._current_refs = tuple(r.index_select(0, rows) for r in self._reference)
-        return super()._chunk(inputs, kwargs, selector, rows, n, n_linear)
+        return super()._chunk(inputs, kwargs, selector, target, rows, n, n_linear)
 
     def _explain(self, x: Any, target: Any, forward_kwargs: dict[str, Any] | None) -> Explanation:
         inputs, was_tuple = as_input_tuple(x)

@@ -125,17 +125,22 @@ class PropagationMethod(Method):
         inputs, was_tuple = as_input_tuple(x)
         require_float(inputs, "x", self.name)
         kwargs = check_forward_kwargs(forward_kwargs)
-        with torch.no_grad():
-            outputs = self.call_model.first_call(inputs, kwargs).detach()
-        selector = resolve_target(target, outputs)
         n = inputs[0].shape[0]
         size = self.batch_size or n
+        selector: TargetSelector | None = None
+        outputs: Tensor | None = None
+        if size < n:   # several chunks: resolve the target once, on all outputs
+            with torch.no_grad():
+                outputs = self.call_model.first_call(inputs, kwargs).detach()
+            selector = resolve_target(target, outputs)
         n_linear = self._count_linear(inputs, kwargs) if self.needs_op_count() else None
         attrs, deltas = [], []
         with frozen_parameters(self.model):
             for start, stop in ranges(n, size):
                 rows = torch.arange(start, stop, device=inputs[0].device)
-                a, d = self._chunk(inputs, kwargs, selector, rows, n, n_linear)
+                a, d, out_rows, selector = self._chunk(inputs, kwargs, selector, target, rows, n, n_linear)
+                if outputs is None:
+                    outputs = out_rows
                 attrs.append(a)
                 deltas.append(d)
         attributions = tuple(torch.cat(parts) for parts in zip(*attrs))
@@ -146,8 +151,14 @@ class PropagationMethod(Method):
         return Explanation(restore_structure(attributions, was_tuple), selector.public(), outputs, delta,
                            self.name, dict(self.options))
 
-    def _chunk(self, inputs: tuple[Tensor, ...], kwargs: dict[str, Any], selector: TargetSelector, rows: Tensor,
-               n: int, n_linear: int | None) -> tuple[tuple[Tensor, ...], Tensor | None]:
+    def _chunk(self, inputs: tuple[Tensor, ...], kwargs: dict[str, Any], selector: TargetSelector | None,
+               target: Any, rows: Tensor, n: int, n_linear: int | None
+               ) -> tuple[tuple[Tensor, ...], Tensor | None, Tensor, TargetSelector]:
+        """One traced forward + modified backward for the samples ``rows``.
+
+        With ``selector`` None (a single chunk) the target is resolved on this pass's own
+        outputs, which saves the separate forward pass on x.
+        """
         chunk = tuple(t.index_select(0, rows) for t in inputs)
         leaves = tuple(t.detach().clone().requires_grad_() for t in chunk)
         for leaf in leaves:
@@ -160,15 +171,22 @@ class PropagationMethod(Method):
                                 v.shape[0] == len(rows) else v) for k, v in chunk_kwargs.items()}
         policy = self.make_policy(chunk, n_linear)
         modules = ModuleStack(self.model)
+        b = len(rows)
         with torch.enable_grad(), modules.active(), PropagationMode(policy, modules):
-            out_all = self.call_model(model_inputs, chunk_kwargs)
-            values = selector.select(out_all[: len(rows)], rows)
-            extra_values = None if extra == 1 else selector.select(out_all[len(rows): 2 * len(rows)], rows).detach()
+            out_all = self.call_model.first_call(model_inputs, chunk_kwargs)
+            out_x = out_all[:b]
+            out_extra = out_all[b: 2 * b] if extra > 1 else None
+        if selector is None:
+            selector = resolve_target(target, out_x.detach())
+        with torch.enable_grad(), PropagationMode(policy, modules):   # a callable target's ops get rules too
+            values = selector.select(out_x, rows)
+            extra_values = None if out_extra is None else selector.select(out_extra, rows).detach()
         if not values.requires_grad:
             raise ValueError("target: the explained output does not depend on x through the model")
         message = self.initial_message(values.detach())
         messages = _backward(values, leaves, message)
-        return self.finalize(messages, chunk, values.detach(), extra_values)
+        attributions, delta = self.finalize(messages, chunk, values.detach(), extra_values)
+        return attributions, delta, out_x.detach(), selector
 
     def _count_linear(self, inputs: tuple[Tensor, ...], kwargs: dict[str, Any]) -> int:
         """Number of conv/dense ops in one forward pass (for Position("last") and depth schedules)."""

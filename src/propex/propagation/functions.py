@@ -48,9 +48,11 @@ class Combine(torch.autograd.Function):
     """Forward: ``value`` (the layer's true output). Backward: branch i gets ``g ⊙ coefs[i]``."""
 
     @staticmethod
-    def forward(ctx, value: Tensor, coefs: tuple[Tensor, ...], *branches: Tensor) -> Tensor:
+    def forward(ctx, value: list[Tensor], coefs: tuple[Tensor, ...], *branches: Tensor) -> Tensor:
+        # value comes wrapped in a list so that autograd does not count it as an input: the
+        # fresh tensor is returned as is (no copy)
         ctx.save_for_backward(*coefs)
-        return value.detach().clone()
+        return value[0]
 
     @staticmethod
     def backward(ctx, g: Tensor):
@@ -113,4 +115,12 @@ def _sum_to(t: Tensor, shape: torch.Size) -> Tensor:
 
 def stabilize(z: Tensor, epsilon: float) -> Tensor:
     """``z + ε·sign(z)`` with sign(0) = +1: the LRP denominator never crosses zero."""
-    return z + epsilon * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+    return torch.where(z >= 0, z + epsilon, z - epsilon)
+
+
+def inverse(z: Tensor, epsilon: float) -> Tensor:
+    """``1 / stabilize(z, ε)``; with ε = 0, 0 where z = 0 (0/0 is taken as 0)."""
+    if epsilon > 0:
+        return torch.reciprocal(stabilize(z, epsilon))
+    safe = torch.where(z == 0, torch.ones_like(z), z)
+    return torch.where(z == 0, torch.zeros_like(z), torch.reciprocal(safe))

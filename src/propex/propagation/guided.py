@@ -39,7 +39,7 @@ class GuidedPolicy(Policy):
 
     def on_activation(self, call: OpCall) -> Any:
         x = first_graph_arg(call)
-        y = call.run()
+        y = call.value()
         if self.deconv:
             if call.func not in _RELU_LIKE:
                 raise UnsupportedOpError(f"Deconvnet is defined for ReLU networks; {call.where()} is another "
@@ -54,7 +54,7 @@ class GuidedPolicy(Policy):
     def on_linear(self, call: OpCall) -> Any:
         return call.run()
 
-    on_batch_norm = on_pool = on_max_pool = on_add = on_sub = on_mul = on_div = on_linear
+    on_batch_norm = on_pool = on_max_pool = on_add = on_sub = on_mul = on_div = on_neg = on_linear
 
 
 class _GuidedBase(PropagationMethod):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -10,8 +12,8 @@ from torch import Tensor
 from ..api import register
 from .composites import Composite, PositionInfo, needs_count, preset
 from .engine import Policy, PropagationMethod, first_graph_arg
-from .functions import Multiplier, PassThrough, Split, stabilize
-from .rules import Gradient, LinearCall, Norm, Pass, Rule, _safe_inverse
+from .functions import PassThrough, Split, inverse
+from .rules import Gradient, LinearCall, Norm, Pass, Rule
 from .tracing import OpCall, UnsupportedOpError, graph_tensors, is_graph
 
 # activations whose output is never negative: conv/dense ops fed by them skip the x⁻ terms
@@ -47,8 +49,49 @@ class LRPPolicy(Policy):
         self.ignore_bias = ignore_bias
         self.canonize = canonize
         self.position = PositionInfo(n_linear)
-        self._linear_outputs: dict[int, tuple[Tensor, OpCall, Any, Tensor, Tensor, Tensor | None, Any]] = {}
+        # conv/dense outputs whose rule is applied when they are first used (a following batch
+        # norm is merged instead): id -> [placeholder value, LinearCall, rule, op call, result]
+        self._lazy: dict[int, list[Any]] = {}
         self._nonneg: dict[int, Tensor] = {}
+
+    def tracked(self, t: Any) -> bool:
+        return is_graph(t) or self._lazy_entry(t) is not None
+
+    def _lazy_entry(self, t: Any) -> list[Any] | None:
+        if not isinstance(t, Tensor):
+            return None
+        entry = self._lazy.get(id(t))
+        return entry if entry is not None and entry[0] is t else None
+
+    def _materialize(self, t: Any) -> Any:
+        entry = self._lazy_entry(t)
+        if entry is None:
+            return t
+        if entry[4] is None:
+            _, lcall, rule, _, _ = entry
+            entry[4] = rule.apply(lcall)
+            if self._is_nonneg(t):
+                self._mark_nonneg(entry[4])
+        return entry[4]
+
+    def __call__(self, call: OpCall) -> Any:
+        if self._lazy and call.kind != "batch_norm":
+            def sub(a: Any) -> Any:
+                if isinstance(a, Tensor):
+                    return self._materialize(a)
+                if isinstance(a, (list, tuple)) and not hasattr(a, "_fields"):
+                    return type(a)(sub(v) for v in a)
+                return a
+            call = dataclasses.replace(call, args=tuple(sub(a) for a in call.args),
+                                       kwargs={k: sub(v) for k, v in call.kwargs.items()})
+        return super().__call__(call)
+
+    def alias(self, target: Tensor, out: Tensor) -> None:
+        """An in-place op wrote ``out`` into ``target``: target is no longer a pending conv output."""
+        if self._lazy_entry(target) is not None:
+            del self._lazy[id(target)]
+        if self._is_nonneg(out):
+            self._mark_nonneg(target)
 
     def _is_nonneg(self, t: Any) -> bool:
         return isinstance(t, Tensor) and self._nonneg.get(id(t)) is t
@@ -90,11 +133,14 @@ class LRPPolicy(Policy):
             return call.run()
         if not isinstance(rule, Rule):
             raise TypeError(f"composite: {rule!r} cannot be applied to the linear op {call.where()}")
-        out = rule.apply(LinearCall(x, w, b, fn, self.ignore_bias, nonneg=self._is_nonneg(x)))
-        transposed = "transpose" in call.name
-        if self.canonize and not transposed:
-            self._linear_outputs[id(out)] = (out, call, rule, x, w, b, fn)
-        return out
+        lcall = LinearCall(x, w, b, fn, self.ignore_bias, nonneg=self._is_nonneg(x))
+        if not self.canonize or "transpose" in call.name:
+            return rule.apply(lcall)
+        with torch.no_grad():
+            y = call.value()
+        lcall.cached = y
+        self._lazy[id(y)] = [y, lcall, rule, call, None]
+        return y
 
     def on_batch_norm(self, call: OpCall) -> Any:
         args = list(call.args) + [None] * 8
@@ -110,15 +156,20 @@ class LRPPolicy(Policy):
             raise UnsupportedOpError(f"LRP: {call.where()} runs in training mode (batch statistics); call model.eval()")
         scale = (1.0 if weight is None else weight) / torch.sqrt(var + eps)
         shift = (0.0 if bias is None else bias) - mean * scale
-        record = self._linear_outputs.get(id(x))
-        if record is not None and record[0] is x:
-            _, lcall, rule, lx, lw, lb, fn = record
-            shape = (-1,) + (1,) * (lw.dim() - 1)
-            w2 = lw * scale.reshape(shape)
-            b2 = shift if lb is None else lb * scale + shift
-            return rule.apply(LinearCall(lx, w2, b2, fn, self.ignore_bias, nonneg=self._is_nonneg(lx)))
+        entry = self._lazy_entry(x)
+        if entry is not None and entry[4] is None:     # conv/dense → batch norm: merge them
+            lcall, rule = entry[1], entry[2]
+            shape = (-1,) + (1,) * (lcall.weight.dim() - 1)
+            w2 = lcall.weight * scale.reshape(shape)
+            b2 = shift if lcall.bias is None else lcall.bias * scale + shift
+            with torch.no_grad():
+                value = call.run()
+            return rule.apply(LinearCall(lcall.x, w2, b2, lcall.fn, self.ignore_bias, nonneg=lcall.nonneg,
+                                         cached=value))
+        x = self._materialize(x)
+        call = dataclasses.replace(call, args=(x, *call.args[1:]))
         rule = self._rule(call)
-        y = call.run()
+        y = call.value()
         if isinstance(rule, Pass):
             return PassThrough.apply(x, y)
         if isinstance(rule, Gradient):
@@ -153,7 +204,7 @@ class LRPPolicy(Policy):
 
     def on_activation(self, call: OpCall) -> Any:
         rule = self._rule(call)
-        y = call.run()
+        y = call.value()
         if isinstance(rule, Gradient):
             return y
         if isinstance(rule, Pass) or rule is None:
@@ -170,37 +221,44 @@ class LRPPolicy(Policy):
 
     def _sum(self, call: OpCall, sign: float) -> Any:
         a, b = call.args[0], call.args[1] if len(call.args) > 1 else call.kwargs.get("other")
+        if call.func is torch.Tensor.__rsub__:       # x.__rsub__(c) is c - x
+            a, b = b, a
         alpha = call.kwargs.get("alpha", 1)
         rule = self._rule(call)
-        y = call.run()
+        y = call.value()
         if isinstance(rule, Gradient):
             return y
         eps = rule.epsilon if isinstance(rule, Norm) else 1e-6
         ga, gb = is_graph(a), is_graph(b)
         if ga and gb:
-            inv = _safe_inverse(stabilize(y.detach(), eps))
+            inv = inverse(y.detach(), eps)
             return Split.apply(y, (a.detach() * inv, sign * alpha * b.detach() * inv), a, b)
         x = a if ga else b
         if self.ignore_bias:                 # the constant is a bias: all relevance stays on x
             return Split.apply(y, (torch.ones_like(y),), x)
         factor = 1.0 if ga else sign * alpha
-        return Split.apply(y, (factor * x.detach() * _safe_inverse(stabilize(y.detach(), eps)),), x)
+        return Split.apply(y, (factor * x.detach() * inverse(y.detach(), eps),), x)
 
     def on_mul(self, call: OpCall) -> Any:
         a, b = call.args[0], call.args[1] if len(call.args) > 1 else call.kwargs.get("other")
-        y = call.run()
+        y = call.value()
         ga, gb = is_graph(a), is_graph(b)
         if ga and gb:                        # gating x * g(x): relevance split equally (uniform rule)
             half = torch.full_like(y, 0.5)
             return Split.apply(y, (half, half), a, b)
         return Split.apply(y, (torch.ones_like(y),), a if ga else b)
 
+    def on_neg(self, call: OpCall) -> Any:
+        x = first_graph_arg(call)
+        y = call.value()
+        return Split.apply(y, (torch.ones_like(y),), x)     # z = -x: all relevance stays on x
+
     def on_div(self, call: OpCall) -> Any:
         a, b = call.args[0], call.args[1] if len(call.args) > 1 else call.kwargs.get("other")
         if is_graph(b):
             raise UnsupportedOpError(f"LRP: {call.where()} divides by a tensor that depends on the input; "
                                      "no rule for that yet")
-        y = call.run()
+        y = call.value()
         return Split.apply(y, (torch.ones_like(y),), a)
 
 

@@ -10,6 +10,7 @@ DeepLIFT, Guided Backprop, ...) says what each kind does to the backward message
 * ``activation``  element-wise nonlinearities (ReLU, GELU, SiLU, sigmoid, ...);
 * ``add``/``sub`` sums of tensors (residual connections) or of a tensor and a constant;
 * ``mul``/``div`` products (by a constant: linear; of two activations: gating);
+* ``neg``         unary minus;
 * ``route``       ops that only move, copy or select values (view, cat, getitem, ...):
                   the gradient already redistributes any message exactly;
 * ``identity``    eval-mode dropout.
@@ -20,13 +21,14 @@ refuses them (naming the op and the module) instead of being silently wrong;
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-KINDS = ("linear", "batch_norm", "pool", "max_pool", "activation", "add", "sub", "mul", "div", "route",
+KINDS = ("linear", "batch_norm", "pool", "max_pool", "activation", "add", "sub", "mul", "div", "neg", "route",
          "identity")
 
 _T = torch.Tensor
@@ -59,6 +61,38 @@ def register_op(func: Any, kind: str, out_of_place: Callable | None = None) -> N
     _KIND[func] = kind
     if out_of_place is not None:
         _OUT_OF_PLACE[func] = out_of_place
+
+
+_SIGNATURES: dict[Any, Any] = {}
+
+
+def _signature(func: Any) -> Any:
+    if func not in _SIGNATURES:
+        try:
+            _SIGNATURES[func] = inspect.signature(func)
+        except (TypeError, ValueError):
+            _SIGNATURES[func] = None
+    return _SIGNATURES[func]
+
+
+def split_inplace(func: Any, args: tuple, kwargs: dict) -> tuple[bool, tuple, dict]:
+    """Whether the call asks for ``inplace=True`` (by keyword or position), and the arguments with
+    ``inplace=False`` (``nn.Hardswish`` calls ``F.hardswish(x, self.inplace)`` positionally)."""
+    if "inplace" in kwargs:
+        if not kwargs["inplace"]:
+            return False, args, kwargs
+        return True, args, {**kwargs, "inplace": False}
+    sig = _signature(func)
+    if sig is None or "inplace" not in sig.parameters:
+        return False, args, kwargs
+    try:
+        bound = sig.bind_partial(*args, **kwargs)
+    except TypeError:
+        return False, args, kwargs
+    if not bound.arguments.get("inplace"):
+        return False, args, kwargs
+    bound.arguments["inplace"] = False
+    return True, bound.args, bound.kwargs
 
 
 def kind_of(func: Any) -> str | None:
@@ -107,6 +141,7 @@ _inplace(_T.__imul__, torch.mul)
 _add("div", torch.div, _T.div, _T.__truediv__, _T.div_, _T.__itruediv__)
 _inplace(_T.div_, torch.div)
 _inplace(_T.__itruediv__, torch.div)
+_add("neg", torch.neg, _T.neg, _T.__neg__, torch.negative, _T.negative)
 _add("route", torch.flatten, _T.flatten, _T.view, _T.view_as, _T.reshape, torch.reshape, _T.reshape_as, _T.permute,
      torch.permute, _T.transpose, torch.transpose, _T.t, torch.t, _T.contiguous, _T.squeeze, torch.squeeze,
      _T.unsqueeze, torch.unsqueeze, _T.expand, _T.expand_as, torch.cat, torch.concat, torch.stack, torch.split,

@@ -193,14 +193,14 @@ class PatternPolicy(Policy):
         if a.shape != w.shape:
             raise ValueError(f"patterns: layer {self.index - 1} ({call.where()}) has weights {tuple(w.shape)} but "
                              f"the pattern is {tuple(a.shape)}; refit the patterns for this model")
-        y = call.run()
+        y = call.value()
         branch = fn(x, (w * a).detach(), None)
-        return Combine.apply(y, (torch.ones_like(y),), branch)
+        return Combine.apply([y], (torch.ones_like(y),), branch)
 
     def on_activation(self, call: OpCall) -> Any:
         return call.run()
 
-    on_batch_norm = on_pool = on_max_pool = on_add = on_sub = on_mul = on_div = on_activation
+    on_batch_norm = on_pool = on_max_pool = on_add = on_sub = on_mul = on_div = on_neg = on_activation
 
 
 @register

@@ -64,6 +64,11 @@ class RevealCancelPolicy(Policy):
         self._diffs[id(value)] = (value, diff)
         return value
 
+    def alias(self, target: Tensor, out: Tensor) -> None:
+        """An in-place op wrote ``out`` into ``target``: target now has out's difference."""
+        if self.tracked(out):
+            self.register(target, self.diff(out))
+
     def diff(self, t: Tensor) -> Diff:
         return self._diffs[id(t)][1]
 
@@ -145,6 +150,10 @@ class RevealCancelPolicy(Policy):
         x, c = (a, b) if self.tracked(a) else (b, a)
         return self.register(y, _scaled(self.diff(x), torch.as_tensor(c, dtype=y.dtype, device=y.device)))
 
+    def on_neg(self, call: OpCall) -> Any:
+        x = self._tracked_args(call)[0]
+        return self.register(call.run(), _scaled(self.diff(x), torch.tensor(-1.0, dtype=x.dtype)))
+
     def on_div(self, call: OpCall) -> Any:
         a, b = call.args[0], call.args[1] if len(call.args) > 1 else call.kwargs.get("other")
         if self.tracked(b):
@@ -160,6 +169,8 @@ class RevealCancelPolicy(Policy):
 
     def _sum(self, call: OpCall, sign: float) -> Any:
         a, b = call.args[0], call.args[1] if len(call.args) > 1 else call.kwargs.get("other")
+        if call.func is torch.Tensor.__rsub__:       # x.__rsub__(c) is c - x
+            a, b = b, a
         alpha = sign * call.kwargs.get("alpha", 1)
         y = call.run()
         if self.tracked(a) and self.tracked(b):
@@ -235,7 +246,8 @@ class _MaxPoolDiff(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, d: Tensor, dy: Tensor, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
-        ctx.save_for_backward(x, y, idx)
+        # copies: the model may modify x or y in place after the pooling (e.g. an in-place ReLU)
+        ctx.save_for_backward(x.clone(), y.clone(), idx)
         return dy.clone()
 
     @staticmethod

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .functions import Combine, GradScale, ModInput, stabilize
+from .functions import Combine, ModInput, inverse
 
 LinearFn = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 
@@ -35,9 +35,13 @@ class LinearCall:
     bias: Tensor | None
     fn: LinearFn
     ignore_bias: bool = False
-    nonneg: bool = False      # x is known to be >= 0 (e.g. a ReLU output): terms with x⁻ vanish
+    nonneg: bool = False              # x is known to be >= 0 (e.g. a ReLU output): terms with x⁻ vanish
+    cached: Tensor | None = None      # the op's output, when already computed
 
     def value(self) -> Tensor:
+        """The op's true output (a fresh tensor without autograd history)."""
+        if self.cached is not None:
+            return self.cached
         with torch.no_grad():
             return self.fn(self.x, self.weight, self.bias)
 
@@ -50,14 +54,11 @@ def _neg(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.clamp(max=0)
 
 
-def _safe_inverse(d: Tensor) -> Tensor:
-    return torch.where(d == 0, torch.zeros_like(d), 1.0 / torch.where(d == 0, torch.ones_like(d), d))
-
-
 class Rule:
     """Base class of LRP rules for linear ops."""
 
     name = "rule"
+    applies_to = frozenset({"linear", "batch_norm", "pool"})   # the op kinds a composite may give it to
 
     def apply(self, call: LinearCall) -> Tensor:
         raise NotImplementedError
@@ -75,7 +76,7 @@ class Rule:
 
     @staticmethod
     def _combine(value: Tensor, branches: list[Tensor], coefs: list[Tensor]) -> Tensor:
-        return Combine.apply(value, tuple(c.detach() for c in coefs), *branches)
+        return Combine.apply([value.detach()], tuple(c.detach() for c in coefs), *branches)
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -93,10 +94,10 @@ class Epsilon(Rule):
 
     def apply(self, call: LinearCall) -> Tensor:
         (z,) = self._terms(call, [(call.x, call.weight, call.bias)])
-        inv = _safe_inverse(stabilize(z.detach(), self.epsilon))
-        if call.ignore_bias and call.bias is not None:
-            return self._combine(call.value(), [z], [inv])
-        return GradScale.apply(z, inv)
+        inv = inverse(z.detach(), self.epsilon)
+        # without ignore_bias the branch's own value is the output: no second forward
+        value = call.value() if call.ignore_bias and call.bias is not None else z
+        return self._combine(value, [z], [inv])
 
 
 def Zero() -> Epsilon:  # noqa: N802 - a rule constructor
@@ -109,6 +110,7 @@ class Norm(Epsilon):
     r"""Proportional redistribution for parameter-free linear maps (sums, average pooling):
     :math:`R_j = x_j\, \partial z_k/\partial x_j\, R_k / (z_k + \epsilon\,\mathrm{sign}(z_k))`."""
 
+    applies_to = frozenset({"linear", "batch_norm", "pool", "add", "sub"})
     epsilon: float = 1e-6
 
 
@@ -123,10 +125,10 @@ class ZPlus(Rule):
         x, w, b = call.x.detach(), call.weight, call.bias
         if call.nonneg:
             (zp,) = self._terms(call, [(x, _pos(w), _pos(b))])
-            inv = _safe_inverse(stabilize(zp.detach(), self.stabilizer))
+            inv = inverse(zp.detach(), self.stabilizer)
             return self._combine(call.value(), [zp], [inv])
         zp = self._terms(call, [(x.clamp(min=0), _pos(w), _pos(b)), (x.clamp(max=0), _neg(w), None)])
-        inv = _safe_inverse(stabilize((zp[0] + zp[1]).detach(), self.stabilizer))
+        inv = inverse((zp[0] + zp[1]).detach(), self.stabilizer)
         return self._combine(call.value(), zp, [inv, inv])
 
 
@@ -148,13 +150,13 @@ class AlphaBeta(Rule):
         x, w, b = call.x.detach(), call.weight, call.bias
         if call.nonneg:
             zp, zn = self._terms(call, [(x, _pos(w), _pos(b)), (x, _neg(w), _neg(b))])
-            inv_p = _safe_inverse(stabilize(zp.detach(), self.stabilizer))
-            inv_n = _safe_inverse(stabilize(zn.detach(), self.stabilizer))
+            inv_p = inverse(zp.detach(), self.stabilizer)
+            inv_n = inverse(zn.detach(), self.stabilizer)
             return self._combine(call.value(), [zp, zn], [self.alpha * inv_p, -self.beta * inv_n])
         xp, xn = x.clamp(min=0), x.clamp(max=0)
         z = self._terms(call, [(xp, _pos(w), _pos(b)), (xn, _neg(w), None), (xp, _neg(w), _neg(b)), (xn, _pos(w), None)])
-        inv_p = _safe_inverse(stabilize((z[0] + z[1]).detach(), self.stabilizer))
-        inv_n = _safe_inverse(stabilize((z[2] + z[3]).detach(), self.stabilizer))
+        inv_p = inverse((z[0] + z[1]).detach(), self.stabilizer)
+        inv_n = inverse((z[2] + z[3]).detach(), self.stabilizer)
         return self._combine(call.value(), z, [self.alpha * inv_p] * 2 + [-self.beta * inv_n] * 2)
 
 
@@ -178,13 +180,13 @@ class Gamma(Rule):
         neg = (value < 0).to(value.dtype)
         if call.nonneg:
             zp, zn = self._terms(call, [(x, wp, bp), (x, wn, bn)])
-            inv_p = pos * _safe_inverse(stabilize(zp.detach(), self.stabilizer))
-            inv_n = neg * _safe_inverse(stabilize(zn.detach(), self.stabilizer))
+            inv_p = pos * inverse(zp.detach(), self.stabilizer)
+            inv_n = neg * inverse(zn.detach(), self.stabilizer)
             return self._combine(value, [zp, zn], [inv_p, inv_n])
         xp, xn = x.clamp(min=0), x.clamp(max=0)
         z = self._terms(call, [(xp, wp, bp), (xn, wn, None), (xp, wn, bn), (xn, wp, None)])
-        inv_p = pos * _safe_inverse(stabilize((z[0] + z[1]).detach(), self.stabilizer))
-        inv_n = neg * _safe_inverse(stabilize((z[2] + z[3]).detach(), self.stabilizer))
+        inv_p = pos * inverse((z[0] + z[1]).detach(), self.stabilizer)
+        inv_n = neg * inverse((z[2] + z[3]).detach(), self.stabilizer)
         return self._combine(value, z, [inv_p, inv_p, inv_n, inv_n])
 
 
@@ -203,7 +205,7 @@ class ZBox(Rule):
         low = torch.as_tensor(self.low, dtype=x.dtype, device=x.device).expand_as(x)
         high = torch.as_tensor(self.high, dtype=x.dtype, device=x.device).expand_as(x)
         z = self._terms(call, [(x, w, b), (low, _pos(w), _pos(b)), (high, _neg(w), _neg(b))])
-        inv = _safe_inverse(stabilize((z[0] - z[1] - z[2]).detach(), self.stabilizer))
+        inv = inverse((z[0] - z[1] - z[2]).detach(), self.stabilizer)
         return self._combine(call.value(), z, [inv, -inv, -inv])
 
 
@@ -217,7 +219,7 @@ class WSquare(Rule):
         ones = torch.ones_like(call.x)
         b = None if call.bias is None else call.bias ** 2
         (z,) = self._terms(call, [(ones, call.weight ** 2, b)])
-        return self._combine(call.value(), [z], [_safe_inverse(stabilize(z.detach(), self.stabilizer))])
+        return self._combine(call.value(), [z], [inverse(z.detach(), self.stabilizer)])
 
 
 @dataclass(repr=False)
@@ -231,13 +233,14 @@ class Flat(Rule):
         ones = torch.ones_like(call.x)
         w = None if call.weight is None else torch.ones_like(call.weight)
         (z,) = self._terms(call, [(ones, w, None)])
-        return self._combine(call.value(), [z], [_safe_inverse(stabilize(z.detach(), self.stabilizer))])
+        return self._combine(call.value(), [z], [inverse(z.detach(), self.stabilizer)])
 
 
 class Pass:
     """Pass-through for element-wise ops (activations, eval-mode batch norm): :math:`R_x = R_y`."""
 
     name = "pass"
+    applies_to = frozenset({"activation", "batch_norm"})
 
     def __repr__(self) -> str:
         return "Pass()"
@@ -247,6 +250,7 @@ class Gradient:
     """The plain gradient (no modification): e.g. for max pooling, or to opt a layer out of LRP."""
 
     name = "gradient"
+    applies_to = frozenset({"linear", "batch_norm", "pool", "max_pool", "activation", "add", "sub"})
 
     def __repr__(self) -> str:
         return "Gradient()"

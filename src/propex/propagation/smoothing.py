@@ -48,7 +48,7 @@ class BetaSmoothPolicy(Policy):
         return isinstance(t, Tensor) and t.requires_grad
 
     def __call__(self, call: OpCall) -> Any:
-        y = call.run()
+        y = call.value()
         if call.func in _RELUS:
             x = next(a for a in call.args if isinstance(a, Tensor))
             return _SoftplusGradient.apply(x, y, self.beta)

@@ -55,13 +55,16 @@ class OpCall:
         mod = f" in module '{self.module_name}' ({type(self.module).__name__})" if self.module is not None else ""
         return f"{self.name}{mod}"
 
+    def value(self, *args: Any, **kwargs: Any) -> Any:
+        """``run`` without recording autograd history: the output as a plain value, for rules that
+        attach their own backward (and must not keep the op's saved tensors alive)."""
+        with torch.no_grad():
+            return self.run(*args, **kwargs)
+
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """Call the op (its out-of-place twin for in-place ops) with these or the original arguments."""
         func = ops.out_of_place(self.func) or self.func
-        a = args if args else self.args
-        kw = dict(kwargs if kwargs else self.kwargs)
-        if kw.get("inplace"):
-            kw["inplace"] = False
+        _, a, kw = ops.split_inplace(self.func, args if args else self.args, kwargs if kwargs else self.kwargs)
         return func(*a, **kw)
 
 
@@ -138,4 +141,20 @@ class PropagationMode(TorchFunctionMode):
         key = kind or "unknown"
         index = self.counts.get(key, 0)
         self.counts[key] = index + 1
-        return self.policy(OpCall(func, kind, args, kwargs, module, name, index))
+        out = self.policy(OpCall(func, kind, args, kwargs, module, name, index))
+        if ops.out_of_place(func) is not None or ops.split_inplace(func, args, kwargs)[0]:
+            return self._write_back(args[0] if args else kwargs.get("input"), out)
+        return out
+
+    def _write_back(self, target: Any, out: Any) -> Any:
+        """Policies compute in-place ops out of place; the result is copied into the original tensor
+        (autograd records the copy) so code that ignores the return value, ``h.relu_()``, still sees it."""
+        if not isinstance(target, Tensor) or not isinstance(out, Tensor) or out is target:
+            return out
+        if target.shape != out.shape or (target.is_leaf and target.requires_grad):
+            return out
+        target.copy_(out)
+        alias = getattr(self.policy, "alias", None)
+        if alias is not None:
+            alias(target, out)
+        return target
