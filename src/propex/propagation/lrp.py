@@ -186,13 +186,11 @@ class LRPPolicy(Policy):
         if isinstance(rule, Gradient):
             return call.run()
         x = first_graph_arg(call)
-        args = list(call.args)
-        position = next(i for i, a in enumerate(args) if a is x)
 
         def fn(xx: Tensor, ww: Any, bb: Any) -> Tensor:
-            a = list(args)
-            a[position] = xx
-            return call.run(*a)
+            args = [xx if a is x else a for a in call.args]
+            kwargs = {k: (xx if v is x else v) for k, v in call.kwargs.items()}
+            return call.run(*args, **kwargs)
         out = (rule if isinstance(rule, Rule) else Norm()).apply(LinearCall(x, None, None, fn, True))
         return self._keeps_sign(call, out)
 
@@ -279,7 +277,8 @@ class LRP(PropagationMethod):
     Relevance Propagation", PLoS ONE 2015; Montavon et al., "Layer-Wise Relevance Propagation:
     An Overview", 2019.
 
-    Options: ``composite`` (a preset name — ``zero``, ``epsilon``, ``gamma``, ``alpha1_beta0``,
+    Options: ``stabilizer`` (the ε added to denominators of rules other than ε, default 1e-6),
+    ``composite`` (a preset name — ``zero``, ``epsilon``, ``gamma``, ``alpha1_beta0``,
     ``epsilon_plus``, ``epsilon_plus_flat`` (default), ``epsilon_gamma_box``, ``epsilon_alpha2_beta1``
     — a ``Composite`` or a mapping from selectors to rules), ``epsilon``, ``gamma``, ``low``/``high``
     (z^B bounds), ``ignore_bias`` (keep biases out of the relevance), ``canonize`` (merge batch
@@ -291,10 +290,10 @@ class LRP(PropagationMethod):
     claims_completeness = True
 
     def __init__(self, model: Any, *, composite: Any = "epsilon_plus_flat", epsilon: float = 1e-6,
-                 gamma: float = 0.25, low: Any = 0.0, high: Any = 1.0, ignore_bias: bool = False,
-                 canonize: bool = True, **options: Any):
+                 gamma: float = 0.25, low: Any = 0.0, high: Any = 1.0, stabilizer: float = 1e-6,
+                 ignore_bias: bool = False, canonize: bool = True, **options: Any):
         if isinstance(composite, str):
-            resolved = preset(composite, epsilon=epsilon, gamma=gamma, low=low, high=high)
+            resolved = preset(composite, epsilon=epsilon, gamma=gamma, low=low, high=high, stabilizer=stabilizer)
         elif isinstance(composite, Composite):
             resolved = composite
         elif isinstance(composite, (dict, list)):

@@ -107,8 +107,12 @@ def op_name(func: Any) -> str:
     name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
     if name.startswith("boolean_dispatch"):
         name = getattr(func, "__name__", name)
+    if name.startswith("_VariableFunctionsClass."):
+        return "torch." + name.split(".", 1)[1]
+    if name.startswith("TensorBase."):
+        return "Tensor." + name.split(".", 1)[1]
     mod = getattr(func, "__module__", None) or ""
-    return f"{mod}.{name}" if mod and not name.startswith(("Tensor", "TensorBase", "_Variable")) else name
+    return f"{mod}.{name}" if mod and not name.startswith("Tensor") else name
 
 
 _add("linear", F.linear, F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d,

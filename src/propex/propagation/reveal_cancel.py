@@ -121,8 +121,15 @@ class RevealCancelPolicy(Policy):
         if self.tracked(w) or not self.tracked(x):
             raise UnsupportedOpError(f"DeepLIFT: {call.where()} has input-dependent weights; no rule for that yet")
         y = call.run()
-        d = self.diff(x).total()
-        dp, dn = d.clamp(min=0), d.clamp(max=0)
+        diff = self.diff(x)
+        d = diff.total()
+        # the linear rule splits by the sign of each input's total difference; a total that is zero
+        # up to rounding (a unit whose positive and negative parts cancel) counts as zero, as the
+        # paper's indicator 1[w Δx > 0] does, instead of flipping with the last bit
+        tol = 0.0 if diff.neg is None else 1e-9 * (diff.pos.abs() + diff.neg.abs()).detach()
+        zero = torch.zeros_like(d)
+        dp = torch.where(d > tol, d, zero)
+        dn = torch.where(d < -tol if diff.neg is not None else d < 0, d, zero)
         wp, wn = w.clamp(min=0), w.clamp(max=0)
         pos = fn(dp, wp, None) + fn(dn, wn, None)
         neg = fn(dn, wp, None) + fn(dp, wn, None)

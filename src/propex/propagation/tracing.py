@@ -52,7 +52,12 @@ class OpCall:
         return ops.op_name(self.func)
 
     def where(self) -> str:
-        mod = f" in module '{self.module_name}' ({type(self.module).__name__})" if self.module is not None else ""
+        if self.module is None:
+            mod = ""
+        elif self.module_name:
+            mod = f" in module '{self.module_name}' ({type(self.module).__name__})"
+        else:
+            mod = f" in the model's own forward ({type(self.module).__name__})"
         return f"{self.name}{mod}"
 
     def value(self, *args: Any, **kwargs: Any) -> Any:

@@ -1,0 +1,88 @@
+"""Shared fixtures of the propagation-engine tests.
+
+``torchvision_model(name, dtype)`` builds a torchvision architecture with random weights
+(``weights=None``; nothing is downloaded) once per session and hands out the cached
+instance. By default every BatchNorm gets random running statistics and affine parameters
+(by the same generic code for every architecture), so that a wrong BatchNorm
+canonization cannot hide behind the identity BatchNorm of a freshly initialised model. Tests must not modify
+the models they receive (propex promises not to; ``model_snapshot`` checks it).
+"""
+from __future__ import annotations
+
+import copy
+import functools
+
+import pytest
+import torch
+from torch import nn
+
+#: small inputs: every architecture below (five 2× downsamplings) accepts 32×32
+IMAGE_SIZE = 32
+
+
+@pytest.fixture(autouse=True)
+def _one_intra_op_thread():
+    """One intra-op thread: on a shared 2-core machine, torch's default thread pool makes these
+    small-tensor passes 10-20x slower under load (measured: LRP-γ on resnet18 0.7 s vs 2-8 s)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@functools.lru_cache(maxsize=None)
+def _torchvision_model(name: str, dtype: torch.dtype, random_bn: bool = True) -> nn.Module:
+    if random_bn:
+        model = _torchvision_model(name, dtype, False)
+        if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            return model                     # nothing to randomize: share the instance
+        return randomize_batch_norm(copy.deepcopy(model), seed=1)
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    return getattr(torchvision.models, name)(weights=None).to(dtype).eval()
+
+
+def randomize_batch_norm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random running statistics and affine parameters for every BatchNorm (in place)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(0.1 * torch.randn(n, generator=gen))
+                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+                if m.affine:
+                    m.weight.copy_(0.5 + torch.rand(n, generator=gen))
+                    m.bias.copy_(0.1 * torch.randn(n, generator=gen))
+    return model
+
+
+@pytest.fixture(scope="session")
+def torchvision_model():
+    """``torchvision_model(name, dtype=torch.float64, random_bn=True)``: a cached eval-mode model with
+    random weights (``torch.manual_seed(0)``); ``random_bn=False`` keeps torchvision's initial
+    BatchNorm (the identity: mean 0, variance 1, weight 1, bias 0)."""
+    def build(name: str, dtype: torch.dtype = torch.float64, random_bn: bool = True) -> nn.Module:
+        return _torchvision_model(name, dtype, random_bn)
+    return build
+
+
+@pytest.fixture
+def image():
+    """``image(n=1, dtype=torch.float64, seed=0)``: a standard-normal batch ``[n, 3, 32, 32]``."""
+    def make(n: int = 1, dtype: torch.dtype = torch.float64, seed: int = 0, size: int = IMAGE_SIZE) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        return torch.randn(n, 3, size, size, generator=gen).to(dtype)
+    return make
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b| (0 when both are zero)."""
+    scale = b.abs().max().item()
+    diff = (a - b).abs().max().item()
+    return diff / scale if scale > 0 else diff
+
+
+@pytest.fixture(scope="session")
+def relative_error():
+    return rel_err
