@@ -105,7 +105,7 @@ class _MaxPoolRescale(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, y: Tensor, idx: Tensor) -> Tensor:
-        ctx.save_for_backward(x.detach(), y, idx)
+        ctx.save_for_backward(x.detach().clone(), y, idx)   # a copy: x may be modified in place later
         return y.clone()
 
     @staticmethod

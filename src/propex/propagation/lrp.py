@@ -173,7 +173,7 @@ class LRPPolicy(Policy):
         if isinstance(rule, Pass):
             return PassThrough.apply(x, y)
         if isinstance(rule, Gradient):
-            return y
+            return call.run()     # the plain gradient: keep the op's own autograd
         if isinstance(rule, Rule):
             shape = (1, -1) + (1,) * (x.dim() - 2)
             return rule.apply(LinearCall(x, scale.reshape(shape), shift.reshape(shape) if not self.ignore_bias else None,
@@ -204,7 +204,7 @@ class LRPPolicy(Policy):
         rule = self._rule(call)
         y = call.value()
         if isinstance(rule, Gradient):
-            return y
+            return call.run()     # the plain gradient: keep the op's own autograd
         if isinstance(rule, Pass) or rule is None:
             out = PassThrough.apply(first_graph_arg(call), y)
             return self._mark_nonneg(out) if call.func in _NONNEG else out
@@ -225,7 +225,7 @@ class LRPPolicy(Policy):
         rule = self._rule(call)
         y = call.value()
         if isinstance(rule, Gradient):
-            return y
+            return call.run()     # the plain gradient: keep the op's own autograd
         eps = rule.epsilon if isinstance(rule, Norm) else 1e-6
         ga, gb = is_graph(a), is_graph(b)
         if ga and gb:

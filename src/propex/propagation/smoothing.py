@@ -26,14 +26,14 @@ _RELUS = {F.relu, torch.relu, Tensor.relu, getattr(torch, "relu_", None), getatt
 class _SoftplusGradient(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, y: Tensor, beta: float) -> Tensor:
-        ctx.save_for_backward(x.detach())
-        ctx.beta = beta
+        # the derivative, not x: an in-place ReLU will overwrite x
+        ctx.save_for_backward(torch.sigmoid(beta * x.detach()))
         return y.detach()
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        (x,) = ctx.saved_tensors
-        return g * torch.sigmoid(ctx.beta * x), None, None
+        (slope,) = ctx.saved_tensors
+        return g * slope, None, None
 
 
 class BetaSmoothPolicy(Policy):
@@ -48,11 +48,10 @@ class BetaSmoothPolicy(Policy):
         return isinstance(t, Tensor) and t.requires_grad
 
     def __call__(self, call: OpCall) -> Any:
-        y = call.value()
         if call.func in _RELUS:
             x = next(a for a in call.args if isinstance(a, Tensor))
-            return _SoftplusGradient.apply(x, y, self.beta)
-        return y
+            return _SoftplusGradient.apply(x, call.value(), self.beta)
+        return call.run()
 
 
 def check_beta(beta: Any) -> float | None:
