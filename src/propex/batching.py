@@ -64,8 +64,11 @@ class SavedBytes:
     @contextlib.contextmanager
     def measure(self) -> Iterator["SavedBytes"]:
         def pack(t: torch.Tensor) -> torch.Tensor:
-            if t.untyped_storage().data_ptr() not in self._excluded:
-                self.total += t.numel() * t.element_size()
+            storage = t.untyped_storage()
+            key = storage.data_ptr()
+            if key not in self._excluded:
+                self._excluded.add(key)          # count each storage once (views share it)
+                self.total += storage.nbytes()
             return t
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):

@@ -21,6 +21,7 @@ class GradientMethod(Method):
     """
 
     family = "gradient"
+    reuses_first_forward = False    # one point per sample at x itself: take the gradient from prepare's pass
 
     def __init__(self, model: Any, *, layer: Any = None, layer_input: bool = False,
                  batch_size: int | None = None, memory_budget: Any = None, beta_smooth: float | None = None,
@@ -34,7 +35,7 @@ class GradientMethod(Method):
                                      batch_size=batch_size, memory_budget=memory_budget, beta_smooth=beta_smooth)
 
     def _explain(self, x: Any, target: Any, forward_kwargs: dict[str, Any] | None) -> Explanation:
-        prep = self.engine.prepare(x, target, forward_kwargs)
+        prep = self.engine.prepare(x, target, forward_kwargs, keep_graph=self.reuses_first_forward)
         if self.engine.tap is None:
             require_float(prep.inputs, "x", self.name)
         attributions, delta = self._attribute(prep)

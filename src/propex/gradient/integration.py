@@ -17,6 +17,7 @@ the trapezoid rule itself, so ``propex == captum * n/(n-1)`` for this rule
 """
 from __future__ import annotations
 
+import functools
 import numbers
 
 import numpy as np
@@ -49,6 +50,12 @@ def alphas_and_weights(integration: str, n_steps: int) -> tuple[torch.Tensor, to
     """Float64 tensors ``(alphas [n], weights [n])`` with ``sum(weights) == 1``."""
     rule = check_rule(integration)
     n = check_steps(n_steps)
+    alphas, weights = _nodes(rule, n)
+    return torch.from_numpy(alphas.copy()), torch.from_numpy(weights.copy())
+
+
+@functools.lru_cache(maxsize=64)
+def _nodes(rule: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     k = np.arange(n, dtype=np.float64)
     if rule == "riemann_left":
         alphas, weights = k / n, np.full(n, 1.0 / n)
@@ -65,4 +72,4 @@ def alphas_and_weights(integration: str, n_steps: int) -> tuple[torch.Tensor, to
     else:
         nodes, w = np.polynomial.legendre.leggauss(n)
         alphas, weights = (nodes + 1) / 2, w / 2
-    return torch.from_numpy(alphas), torch.from_numpy(weights)
+    return alphas, weights

@@ -30,8 +30,13 @@ class Saliency(GradientMethod):
         super().__init__(model, abs=bool(abs), **options)
         self.abs = bool(abs)
 
+    reuses_first_forward = True
+
     def _attribute(self, prep: Prepared) -> tuple[tuple[Tensor, ...], None]:
         take_abs = self.abs
+        grads = self.engine.gradients_at_inputs(prep)
+        if grads is not None:
+            return tuple(g.abs() if take_abs else g for g in grads), None
         sums = self.engine.reduce(prep, 1, lambda k, s: rows(prep.space, s),
                                   lambda g, k, s: [gi.abs() if take_abs else gi for gi in g])
         return tuple(sums), None
@@ -51,7 +56,12 @@ class InputXGradient(GradientMethod):
     name = "input_x_gradient"
     aliases = ("gradient_x_input", "grad_x_input", "ixg")
 
+    reuses_first_forward = True
+
     def _attribute(self, prep: Prepared) -> tuple[tuple[Tensor, ...], None]:
+        grads = self.engine.gradients_at_inputs(prep)
+        if grads is not None:
+            return tuple(g * per_point(x) for g, x in zip(grads, prep.space)), None
         sums = self.engine.reduce(prep, 1, lambda k, s: rows(prep.space, s),
                                   lambda g, k, s: [gi * per_point(xi) for gi, xi in zip(g, rows(prep.space, s))])
         return tuple(sums), None
