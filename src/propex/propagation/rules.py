@@ -117,19 +117,32 @@ class Norm(Epsilon):
 @dataclass(repr=False)
 class ZPlus(Rule):
     r"""LRP-z⁺ (Montavon 2017; = α1β0): only positive contributions,
-    :math:`R_j = \sum_k \frac{x_j^+ w_{jk}^+ + x_j^- w_{jk}^-}{\sum_j (x_j^+ w_{jk}^+ + x_j^- w_{jk}^-) + b_k^+} R_k`."""
+    :math:`R_j = \sum_k \frac{x_j^+ w_{jk}^+ + x_j^- w_{jk}^-}{\sum_j (x_j^+ w_{jk}^+ + x_j^- w_{jk}^-) + b_k^+} R_k`.
+
+    Where a unit has no positive contribution at all (:math:`z_k^+ = 0`: it is active only through
+    its bias, common after depthwise convolutions when biases are excluded) the rule is 0/0 and
+    Zennit drops that unit's relevance; propex redistributes it by the ε rule instead, so
+    relevance is conserved."""
 
     stabilizer: float = 1e-6
 
     def apply(self, call: LinearCall) -> Tensor:
         x, w, b = call.x.detach(), call.weight, call.bias
         if call.nonneg:
-            (zp,) = self._terms(call, [(x, _pos(w), _pos(b))])
-            inv = inverse(zp.detach(), self.stabilizer)
-            return self._combine(call.value(), [zp], [inv])
-        zp = self._terms(call, [(x.clamp(min=0), _pos(w), _pos(b)), (x.clamp(max=0), _neg(w), None)])
-        inv = inverse((zp[0] + zp[1]).detach(), self.stabilizer)
-        return self._combine(call.value(), zp, [inv, inv])
+            branches = self._terms(call, [(x, _pos(w), _pos(b))])
+        else:
+            branches = self._terms(call, [(x.clamp(min=0), _pos(w), _pos(b)), (x.clamp(max=0), _neg(w), None)])
+        zp = sum(br.detach() for br in branches)
+        inv = inverse(zp, self.stabilizer)
+        coefs = [inv] * len(branches)
+        empty = zp == 0                   # no positive contribution at all: z⁺ is 0/0
+        if bool(empty.any()):
+            # fall back to the ε rule for those units, so their relevance is not silently dropped
+            (z,) = self._terms(call, [(x, w, b)])
+            keep = (~empty).to(zp.dtype)
+            coefs = [c * keep for c in coefs] + [(1 - keep) * inverse(z.detach(), self.stabilizer)]
+            branches = branches + [z]
+        return self._combine(call.value(), branches, coefs)
 
 
 @dataclass(repr=False)
