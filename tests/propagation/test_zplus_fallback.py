@@ -42,3 +42,18 @@ def test_fallback_leaves_ordinary_units_alone():
     s = r_h / (zp + 1e-6)
     c = torch.nn.grad.conv2d_input(x.shape, net[0].weight.clamp(min=0), s, padding=1)
     torch.testing.assert_close(exp.attributions, x * c, rtol=1e-4, atol=1e-6)
+
+
+def test_custom_composite_selector_that_matches_nothing_is_an_error():
+    from propex.propagation import Name, rules
+    net = _bias_driven_net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    import pytest
+    with pytest.raises(ValueError, match="matched no op"):
+        propex.explain(net, torch.ones(1, 1, 1, 1), "lrp", target=0,
+                       composite={Name("features.*"): rules.Epsilon(), "linear": rules.Epsilon()})
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    # a selector that matches works
+    exp = propex.explain(net, torch.ones(1, 1, 1, 1), "lrp", target=0,
+                         composite={Name("0"): rules.ZPlus(), "linear": rules.Epsilon()})
+    assert torch.isfinite(exp.attributions).all()

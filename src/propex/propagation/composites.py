@@ -128,15 +128,24 @@ class Composite:
         self.pairs = pairs
         self.name = name
         self.defaults = defaults
+        self.used: set[int] = set()     # indices of pairs that selected an op (checked for custom composites)
+
+    def check_all_used(self) -> None:
+        """A user's selector that selected no op is almost always a typo (a wrong name or type)."""
+        unused = [repr(sel) for i, (sel, _) in enumerate(self.pairs) if i not in self.used]
+        if unused:
+            raise ValueError(f"composite: the selector(s) {', '.join(unused)} matched no op of the forward pass; "
+                             "check the module names (model.named_modules()) and types")
 
     def rule_for(self, call: OpCall, position: PositionInfo) -> Any | None:
         """The rule of the first pair that selects this op *and* applies to its kind: a conv/dense
         rule selected by ``Name("features.*")`` goes to the convs of that block, not its ReLUs."""
-        for sel, rule in self.pairs:
+        for i, (sel, rule) in enumerate(self.pairs):
             kinds = getattr(rule, "applies_to", None)
             if kinds is not None and call.kind not in kinds:
                 continue
             if matches(sel, call, position):
+                self.used.add(i)
                 return rule
         if not self.defaults:
             return None

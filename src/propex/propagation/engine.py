@@ -120,6 +120,9 @@ class PropagationMethod(Method):
     def needs_op_count(self) -> bool:
         return False
 
+    def check_pass(self, policy: Policy) -> None:
+        """Called after the traced forward pass (LRP: every selector of a custom composite was used)."""
+
     # ---- the pass ------------------------------------------------------------------------
     def _explain(self, x: Any, target: Any, forward_kwargs: dict[str, Any] | None) -> Explanation:
         inputs, was_tuple = as_input_tuple(x)
@@ -183,6 +186,7 @@ class PropagationMethod(Method):
             extra_values = None if out_extra is None else selector.select(out_extra, rows).detach()
         if not values.requires_grad:
             raise ValueError("target: the explained output does not depend on x through the model")
+        self.check_pass(policy)
         message = self.initial_message(values.detach())
         messages = _backward(values, leaves, message)
         attributions, delta = self.finalize(messages, chunk, values.detach(), extra_values)

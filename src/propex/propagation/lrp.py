@@ -303,10 +303,15 @@ class LRP(PropagationMethod):
                             f"got {type(composite).__name__}")
         super().__init__(model, composite=composite if isinstance(composite, str) else resolved,
                          ignore_bias=bool(ignore_bias), **options)
+        resolved.used = set()
         self.composite, self.ignore_bias, self.canonize = resolved, bool(ignore_bias), bool(canonize)
 
     def needs_op_count(self) -> bool:
         return needs_count(self.composite)
+
+    def check_pass(self, policy: Policy) -> None:
+        if self.composite.name == "custom":
+            self.composite.check_all_used()
 
     def make_policy(self, inputs: tuple[Tensor, ...], n_linear: int | None) -> Policy:
         return LRPPolicy(self.composite, self.ignore_bias, self.canonize, n_linear, self.unknown_ops)
