@@ -1,8 +1,6 @@
 """Excitation Backprop, Deep Taylor, PatternAttribution and β-smoothing."""
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from torch import nn
@@ -11,17 +9,7 @@ import propex
 from propex.propagation import Patterns, fit_patterns
 
 from conftest import rel_err
-
-
-def _eps_free(model: nn.Module) -> nn.Module:
-    """The same function with BatchNorm eps moved into running_var (Zennit keeps eps in its merged BN)."""
-    model = copy.deepcopy(model)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_var.add_(m.eps)
-                m.eps = 0.0
-    return model
+from test_lrp_parity_zennit import exact_eps_free_copy as _eps_free
 
 
 @pytest.mark.parametrize("name", ["vgg16", "resnet18"])

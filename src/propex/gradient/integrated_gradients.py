@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ..api import register
 from ..baselines import is_multi_baseline, resolve_baseline
-from .base import GradientMethod, completeness_delta, make_generator, per_point, rows
+from .base import GradientMethod, completeness_delta, make_generator, per_point
 from .engine import Prepared
 from .integration import alphas_and_weights, check_rule, check_steps
 

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from ..api import register
-from .base import GradientMethod, make_generator, per_point, rows
+from .base import GradientMethod, make_generator
 from .engine import Prepared
 from .integration import check_steps
 

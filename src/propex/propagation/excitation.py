@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..api import register
-from .composites import All, Composite, Position
+from .composites import Composite, Position
 from .lrp import LRP
 from .rules import Gradient, LinearCall, Norm, Rule, WSquare, ZBox, ZPlus
 

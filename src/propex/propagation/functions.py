@@ -12,20 +12,6 @@ import torch
 from torch import Tensor
 
 
-class GradScale(torch.autograd.Function):
-    """Forward: ``x``. Backward: ``g ⊙ scale`` (scale is fixed, not differentiated)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, scale: Tensor) -> Tensor:
-        ctx.save_for_backward(scale)
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, g: Tensor):
-        (scale,) = ctx.saved_tensors
-        return g * scale, None
-
-
 class ModInput(torch.autograd.Function):
     """Forward: ``m`` (a modified copy of x, e.g. its positive part). Backward: ``g ⊙ m`` to x.
 

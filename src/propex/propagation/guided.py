@@ -9,7 +9,6 @@ from torch import Tensor
 
 from ..api import register
 from .engine import Policy, PropagationMethod, first_graph_arg
-from .functions import Multiplier
 from .tracing import OpCall, UnsupportedOpError
 
 _RELU_LIKE = {F.relu, torch.relu, torch.Tensor.relu, getattr(torch, "relu_", None), getattr(torch.Tensor, "relu_", None),

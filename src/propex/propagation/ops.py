@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+
 
 KINDS = ("linear", "batch_norm", "pool", "max_pool", "activation", "add", "sub", "mul", "div", "neg", "route",
          "identity")
