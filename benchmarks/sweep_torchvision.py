@@ -62,6 +62,7 @@ from typing import Any
 import torch
 
 import propex
+from propex.models.random_init import randomize_batch_norm
 from propex.propagation import UnsupportedOpError
 
 CANDIDATE_SIZES = (32, 64, 96, 128, 160, 224, 256, 299, 384, 518)
@@ -187,25 +188,6 @@ def build(name: str, dtype: torch.dtype, bn: str = "random") -> torch.nn.Module:
     return model
 
 
-def randomize_batch_norm(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
-    """Random running statistics and affine parameters for every BatchNorm (in place), as the test suite does.
-
-    A freshly initialised BatchNorm is the identity (mean 0, variance 1, weight 1, bias 0); with
-    bias-free convolutions every activation of the zero reference is then 0, so DeepLIFT's
-    secants equal the gradient and an un-canonized BatchNorm conserves relevance: both hide
-    the bugs the sweep is looking for.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(0.1 * torch.randn(n, generator=gen))
-                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
-                if m.affine:
-                    m.weight.copy_(0.5 + torch.rand(n, generator=gen))
-                    m.bias.copy_(0.1 * torch.randn(n, generator=gen))
-    return model
 
 
 def metadata(name: str) -> tuple[float | None, int | None]:

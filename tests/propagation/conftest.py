@@ -16,6 +16,8 @@ import pytest
 import torch
 from torch import nn
 
+from propex.models.random_init import randomize_batch_norm
+
 #: small inputs: every architecture below (five 2× downsamplings) accepts 32×32
 IMAGE_SIZE = 32
 
@@ -42,19 +44,6 @@ def _torchvision_model(name: str, dtype: torch.dtype, random_bn: bool = True) ->
     return getattr(torchvision.models, name)(weights=None).to(dtype).eval()
 
 
-def randomize_batch_norm(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random running statistics and affine parameters for every BatchNorm (in place)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(0.1 * torch.randn(n, generator=gen))
-                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
-                if m.affine:
-                    m.weight.copy_(0.5 + torch.rand(n, generator=gen))
-                    m.bias.copy_(0.1 * torch.randn(n, generator=gen))
-    return model
 
 
 @pytest.fixture(scope="session")

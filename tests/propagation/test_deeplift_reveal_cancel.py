@@ -20,41 +20,8 @@ DT = torch.float64
 RC = dict(rule="reveal_cancel")
 
 
-class MinNet(nn.Module):
-    def forward(self, x):
-        i1, i2 = x[:, :1], x[:, 1:2]
-        return i1 - F.relu(i1 - i2)
-
-
-class Saturating(nn.Module):
-    def forward(self, x):
-        return F.relu(x - 10)
-
-
-def _linear(weight, bias):
-    layer = nn.Linear(len(weight[0]), len(weight)).to(DT)
-    with torch.no_grad():
-        layer.weight.copy_(torch.tensor(weight, dtype=DT))
-        layer.bias.copy_(torch.tensor(bias, dtype=DT))
-    return layer
-
-
-class N1(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = _linear([[1.0, -1.0]], [-1.0])
-
-    def forward(self, x):
-        return F.relu(self.fc(x))
-
-
-class N2(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1, self.fc2 = _linear([[1.0]], [-1.0]), _linear([[1.0, -1.0]], [0.0])
-
-    def forward(self, x):
-        return F.relu(self.fc2(torch.cat([F.relu(self.fc1(x[:, :1])), x[:, 1:]], dim=1)))
+# the seeds' networks, defined once in test_propagation_seeds
+from test_propagation_seeds import MinNet, N1, N2, Saturating  # noqa: E402
 
 
 @pytest.mark.parametrize("i1,i2", [(5.0, 3.0), (2.0, 0.5), (1.0, 4.0)])
