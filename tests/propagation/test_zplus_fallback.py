@@ -1,6 +1,14 @@
-"""z⁺ with an empty positive denominator: relevance is redistributed by ε instead of dropped."""
+"""Units a rule cannot place relevance on, with ``ignore_bias=True``.
+
+* z⁺ with an empty positive denominator: the relevance is redistributed by ε (exactly, no
+  stabilizer: every share is >= 0 there) instead of dropped as Zennit does;
+* a unit whose inputs are all zero (active only through its bias, as after depthwise
+  convolutions with merged batch norm): no proportional rule can place it; it goes to the
+  receptive field by w² (flat for parameter-free maps), so conservation holds.
+"""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -39,7 +47,7 @@ def test_fallback_leaves_ordinary_units_alone():
     z = h.flatten(1) @ net[3].weight.T
     r_h = (h.flatten(1) * net[3].weight[0] / (z[:, :1] + 1e-6) * exp.outputs[:, :1]).reshape_as(h)
     zp = nn.functional.conv2d(leaf.detach(), net[0].weight.clamp(min=0), None, padding=1)
-    s = r_h / (zp + 1e-6)
+    s = r_h / zp                     # no stabilizer on z⁺ by default (its shares are convex)
     c = torch.nn.grad.conv2d_input(x.shape, net[0].weight.clamp(min=0), s, padding=1)
     torch.testing.assert_close(exp.attributions, x * c, rtol=1e-4, atol=1e-6)
 
@@ -57,3 +65,46 @@ def test_custom_composite_selector_that_matches_nothing_is_an_error():
     exp = propex.explain(net, torch.ones(1, 1, 1, 1), "lrp", target=0,
                          composite={Name("0"): rules.ZPlus(), "linear": rules.Epsilon()})
     assert torch.isfinite(exp.attributions).all()
+
+
+def _zero_input_net() -> nn.Module:
+    net = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, -2.0, 3.0], [0.5, 0.5, 0.5]]))
+        net[0].bias.copy_(torch.tensor([2.0, -1.0]))   # unit 0: relu(0 + 2) = 2, only from its bias
+        net[2].weight.copy_(torch.tensor([[1.5, 1.0]]))
+        net[2].bias.zero_()
+    return net.eval()
+
+
+@pytest.mark.parametrize("composite", ["zero", "epsilon", "alpha1_beta0", "epsilon_plus", "gamma"])
+def test_unit_with_all_zero_inputs_gives_its_relevance_by_w_square(composite):
+    x = torch.zeros(1, 3)
+    exp = propex.explain(_zero_input_net(), x, "lrp", target=0, composite=composite, ignore_bias=True)
+    # f = 1.5 * 2 = 3, all of it on unit 0, whose inputs are all 0: R_i = w_i² / Σ w² · 3
+    w2 = torch.tensor([1.0, 4.0, 9.0])
+    torch.testing.assert_close(exp.attributions[0], 3.0 * w2 / w2.sum(), rtol=1e-5, atol=1e-6)
+    assert abs(exp.delta.item()) < 1e-5
+
+
+def test_without_ignore_bias_the_bias_keeps_its_relevance():
+    exp = propex.explain(_zero_input_net(), torch.zeros(1, 3), "lrp", target=0, composite="epsilon")
+    assert exp.attributions.abs().max().item() == 0.0
+    assert abs(exp.delta.item() + 3.0) < 1e-5          # all of f went to the bias, reported in delta
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v2", "shufflenet_v2_x0_5", "mnasnet0_5"])
+def test_depthwise_nets_with_random_batch_norm_conserve(arch):
+    """The torchvision zoo's depthwise/grouped nets, where bias-only units are common."""
+    torchvision = pytest.importorskip("torchvision")
+    from propex.models.random_init import randomize_batch_norm
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, arch)(weights=None).eval()
+    randomize_batch_norm(model)
+    x = torch.randn(1, 3, 32, 32)
+    exp = propex.explain(model, x, "lrp", composite="epsilon_plus", ignore_bias=True)
+    f = exp.outputs.gather(1, exp.target[:, None])[:, 0]
+    assert abs(exp.delta.item()) <= 1e-3 * abs(f.item()), (exp.delta.item(), f.item())
+    # with Zennit's stabilizer (1e-6 everywhere) relevance is absorbed at tiny units: measurably worse
+    zennit_like = propex.explain(model, x, "lrp", composite="epsilon_plus", ignore_bias=True, stabilizer=1e-6)
+    assert abs(zennit_like.delta.item()) > abs(exp.delta.item())

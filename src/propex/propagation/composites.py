@@ -166,20 +166,28 @@ class Composite:
 
 
 def preset(name: str, *, epsilon: float = 1e-6, gamma: float = 0.25, low: Any = 0.0, high: Any = 1.0,
-           stabilizer: float = 1e-6) -> Composite:
-    """A named composite with its parameters (Zennit's definitions)."""
+           stabilizer: float | None = None) -> Composite:
+    """A named composite with its parameters (Zennit's definitions).
+
+    ``stabilizer=None`` adds 1e-6 to the denominators that can cross zero (γ, z^B) and nothing
+    to those of z⁺, αβ and flat, whose shares are convex (0/0 units are handled by the rules);
+    Zennit adds 1e-6 everywhere, which absorbs the relevance of units whose positive
+    pre-activation is tiny. ``stabilizer=1e-6`` reproduces Zennit exactly.
+    """
+    signed = 1e-6 if stabilizer is None else stabilizer      # γ, z^B
+    convex = 0.0 if stabilizer is None else stabilizer       # z⁺, αβ, flat
     eps = Epsilon(epsilon)
     table: dict[str, list[tuple[Any, Any]]] = {
         "zero": [("linear", Epsilon(0.0)), ("add", Norm(0.0)), ("pool", Norm(0.0))],
         "epsilon": [("linear", eps)],
-        "gamma": [("linear", Gamma(gamma, stabilizer))],
-        "alpha1_beta0": [("linear", ZPlus(stabilizer))],
-        "epsilon_plus": [("conv", ZPlus(stabilizer)), ("dense", eps)],
-        "epsilon_alpha1_beta0": [("conv", ZPlus(stabilizer)), ("dense", eps)],
-        "epsilon_plus_flat": [(Position("first"), Flat(stabilizer)), ("conv", ZPlus(stabilizer)), ("dense", eps)],
-        "epsilon_gamma_box": [(All(Position("first"), "conv"), ZBox(low, high, stabilizer)),
-                              ("conv", Gamma(gamma, stabilizer)), ("dense", eps)],
-        "epsilon_alpha2_beta1": [("conv", AlphaBeta(2.0, 1.0, stabilizer)), ("dense", eps)],
+        "gamma": [("linear", Gamma(gamma, signed))],
+        "alpha1_beta0": [("linear", ZPlus(convex))],
+        "epsilon_plus": [("conv", ZPlus(convex)), ("dense", eps)],
+        "epsilon_alpha1_beta0": [("conv", ZPlus(convex)), ("dense", eps)],
+        "epsilon_plus_flat": [(Position("first"), Flat(convex)), ("conv", ZPlus(convex)), ("dense", eps)],
+        "epsilon_gamma_box": [(All(Position("first"), "conv"), ZBox(low, high, signed)),
+                              ("conv", Gamma(gamma, signed)), ("dense", eps)],
+        "epsilon_alpha2_beta1": [("conv", AlphaBeta(2.0, 1.0, convex)), ("dense", eps)],
     }
     if name not in table:
         raise ValueError(f"composite={name!r} is not a preset; choose one of {', '.join(PRESETS)} "

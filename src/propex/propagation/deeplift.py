@@ -11,8 +11,8 @@ from ..base import Explanation
 from ..baselines import is_multi_baseline, resolve_baseline
 from ..inputs import as_input_tuple
 from .engine import Policy, PropagationMethod, first_graph_arg
-from .functions import Multiplier, Split
-from .tracing import OpCall, UnsupportedOpError, is_graph
+from .functions import RowMultiplier, Split
+from .tracing import OpCall, UnsupportedOpError, graph_tensors, is_graph
 
 RULES = ("rescale", "reveal_cancel")
 _EPS = 1e-10  # |Δx| below this uses the gradient (Captum's threshold)
@@ -36,16 +36,14 @@ class RescalePolicy(Policy):
     def on_activation(self, call: OpCall) -> Any:
         x = first_graph_arg(call)
         y = call.value()
-        xd = x.detach()
-        x1, x0 = _halves(xd)
+        x1, x0 = _halves(x.detach())
         y1, y0 = _halves(y.detach())
-        dx, dy = x1 - x0, y1 - y0
-        small = dx.abs() < _EPS
-        m = dy / torch.where(small, torch.ones_like(dx), dx)
-        m = _both(m)
+        dx = x1 - x0
+        m = (y1 - y0).div_(dx)                      # secant; inf/nan where Δx = 0, replaced below
+        small = dx.abs_() < _EPS
         if bool(small.any()):
-            m = torch.where(_both(small), _local_gradient(call, x), m)
-        return Multiplier.apply(x, y, m)
+            m = torch.where(small, _local_gradient(call, x, x1), m)
+        return RowMultiplier.apply(x, y, m)
 
     def on_max_pool(self, call: OpCall) -> Any:
         x = first_graph_arg(call)
@@ -77,22 +75,34 @@ class RescalePolicy(Policy):
 
     # exact for differences: linear maps keep their gradient
     def on_linear(self, call: OpCall) -> Any:
+        x = call.args[0] if call.args else None
+        if not is_graph(x) or len(graph_tensors(call.args, call.kwargs)) != 1 or x.shape[0] % 2:
+            return call.run()
+        # The message only flows through the x rows (the reference rows are a constant of the
+        # explanation), so the reference half runs without autograd: the backward pass
+        # transposes the conv/dense op for B rows, not 2B (half the floor's backward cost).
+        x1, x0 = _halves(x)
+        with torch.no_grad():
+            y0 = call.run(x0, *call.args[1:], **call.kwargs)
+        return torch.cat([call.run(x1, *call.args[1:], **call.kwargs), y0])
+
+    def _plain(self, call: OpCall) -> Any:
         return call.run()
 
-    on_pool = on_add = on_sub = on_neg = on_linear
+    on_pool = on_add = on_sub = on_neg = _plain
 
     def on_batch_norm(self, call: OpCall) -> Any:
         training = call.kwargs.get("training", call.args[5] if len(call.args) > 5 else False)
         if training:
             raise UnsupportedOpError(f"DeepLIFT: {call.where()} runs in training mode: its batch statistics would "
                                      "mix x and the reference; call model.eval()")
-        return call.run()
+        return self.on_linear(call)
 
 
-def _local_gradient(call: OpCall, x: Tensor) -> Tensor:
-    """f'(x) of an element-wise op at every row (used where Δx is too small for the secant)."""
+def _local_gradient(call: OpCall, x: Tensor, at: Tensor) -> Tensor:
+    """f'(at) of the element-wise op applied to ``x`` (used where Δx is too small for the secant)."""
     with torch.enable_grad():
-        xx = x.detach().requires_grad_()
+        xx = at.detach().requires_grad_()
         args = [xx if a is x else a for a in call.args]
         yy = call.run(*args)
         (g,) = torch.autograd.grad(yy, xx, torch.ones_like(yy))

@@ -10,6 +10,7 @@ from torch import Tensor
 from ..api import register
 from .composites import Composite, Position
 from .lrp import LRP
+from .functions import Combine
 from .rules import Gradient, LinearCall, Norm, Rule, WSquare, ZBox, ZPlus
 
 
@@ -23,7 +24,8 @@ class Negated(Rule):
         dual = LinearCall(call.x, -call.weight, None if call.bias is None else -call.bias,
                           call.fn, call.ignore_bias)
         out = self.rule.apply(dual)                 # value -z; its backward is the dual's relevance
-        return self._combine(call.value(), [out], [torch.ones_like(out)])   # the model continues with z
+        # the model continues with z; the dual's own rule already handled its units
+        return Combine.apply([call.value().detach()], (torch.ones_like(out),), out)
 
 
 def excitation_composite(stabilizer: float = 1e-6, dual: bool = False) -> Composite:
@@ -109,12 +111,15 @@ class DeepTaylor(LRP):
     aliases = ("dtd", "deep_taylor_decomposition")
 
     def __init__(self, model: Any, *, first: str = "zbox", low: Any = 0.0, high: Any = 1.0,
-                 stabilizer: float = 1e-6, **options: Any):
+                 stabilizer: float | None = None, **options: Any):
         if first not in ("zbox", "wsquare"):
             raise ValueError(f"first must be 'zbox' or 'wsquare', got {first!r}")
         if "composite" in options:
             raise TypeError("deep_taylor takes no composite= option (use lrp for custom composites)")
-        first_rule = ZBox(low, high, stabilizer) if first == "zbox" else WSquare(stabilizer)
-        composite = Composite([(Position("first"), first_rule), ("linear", ZPlus(stabilizer))], name="deep_taylor")
+        # as LRP's presets: 1e-6 for z^B, whose denominator can cross zero; none for z⁺ and w²
+        signed = 1e-6 if stabilizer is None else stabilizer
+        convex = 0.0 if stabilizer is None else stabilizer
+        first_rule = ZBox(low, high, signed) if first == "zbox" else WSquare(convex)
+        composite = Composite([(Position("first"), first_rule), ("linear", ZPlus(convex))], name="deep_taylor")
         super().__init__(model, composite=composite, **options)
         self.options.update(first=first, low=low, high=high)

@@ -57,8 +57,9 @@ class PassThrough(torch.autograd.Function):
         return g, None
 
 
-class Multiplier(torch.autograd.Function):
-    """Forward: ``y`` (computed from x). Backward: ``g ⊙ m`` to x (m fixed)."""
+class RowMultiplier(torch.autograd.Function):
+    """Forward: ``y`` (computed from x). Backward: ``g ⊙ m`` to the first ``len(m)`` rows of x and
+    0 to the rest (DeepLIFT's stacked [x; reference] rows: the message never reaches the reference)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, y: Tensor, m: Tensor) -> Tensor:
@@ -68,7 +69,11 @@ class Multiplier(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor):
         (m,) = ctx.saved_tensors
-        return g * m, None, None
+        b = m.shape[0]
+        out = torch.empty_like(g)
+        torch.mul(g[:b], m, out=out[:b])
+        out[b:].zero_()
+        return out, None, None
 
 
 class Split(torch.autograd.Function):
@@ -100,13 +105,23 @@ def _sum_to(t: Tensor, shape: torch.Size) -> Tensor:
 
 
 def stabilize(z: Tensor, epsilon: float) -> Tensor:
-    """``z + ε·sign(z)`` with sign(0) = +1: the LRP denominator never crosses zero."""
-    return torch.where(z >= 0, z + epsilon, z - epsilon)
+    """``z + ε·sign(z)`` with sign(+0) = +1: the LRP denominator never crosses zero."""
+    return z.abs().add_(epsilon).copysign_(z)
 
 
 def inverse(z: Tensor, epsilon: float) -> Tensor:
-    """``1 / stabilize(z, ε)``; with ε = 0, 0 where z = 0 (0/0 is taken as 0)."""
+    """``1 / stabilize(z, ε)``; with ε = 0, 0 where z = 0 (0/0 is taken as 0).
+
+    Written as in-place passes over one new tensor: these run on every activation of the
+    network, so each extra elementwise pass shows in the time of a propagation.
+    """
     if epsilon > 0:
-        return torch.reciprocal(stabilize(z, epsilon))
-    safe = torch.where(z == 0, torch.ones_like(z), z)
-    return torch.where(z == 0, torch.zeros_like(z), torch.reciprocal(safe))
+        return stabilize(z, epsilon).reciprocal_()
+    # |z| <= tiny counts as 0: 1/z there would overflow a relevance message to inf (float32)
+    return torch.reciprocal(z).masked_fill_(z.abs() <= tiny(z.dtype), 0.0)
+
+
+def tiny(dtype: torch.dtype) -> float:
+    """Denominators at or below this are treated as 0 by the unstabilised rules: sqrt of the
+    smallest normal number (1e-19 in float32), so that R/z stays finite for any sane R."""
+    return torch.finfo(dtype).tiny ** 0.5

@@ -277,7 +277,8 @@ class LRP(PropagationMethod):
     Relevance Propagation", PLoS ONE 2015; Montavon et al., "Layer-Wise Relevance Propagation:
     An Overview", 2019.
 
-    Options: ``stabilizer`` (the ε added to denominators of rules other than ε, default 1e-6),
+    Options: ``stabilizer`` (the ε added to denominators of rules other than ε; default: 1e-6 for
+    γ and z^B, none for z⁺/αβ/flat whose shares are convex — ``1e-6`` everywhere is Zennit's choice),
     ``composite`` (a preset name — ``zero``, ``epsilon``, ``gamma``, ``alpha1_beta0``,
     ``epsilon_plus``, ``epsilon_plus_flat`` (default), ``epsilon_gamma_box``, ``epsilon_alpha2_beta1``
     — a ``Composite`` or a mapping from selectors to rules), ``epsilon``, ``gamma``, ``low``/``high``
@@ -290,7 +291,7 @@ class LRP(PropagationMethod):
     claims_completeness = True
 
     def __init__(self, model: Any, *, composite: Any = "epsilon_plus_flat", epsilon: float = 1e-6,
-                 gamma: float = 0.25, low: Any = 0.0, high: Any = 1.0, stabilizer: float = 1e-6,
+                 gamma: float = 0.25, low: Any = 0.0, high: Any = 1.0, stabilizer: float | None = None,
                  ignore_bias: bool = False, canonize: bool = True, **options: Any):
         if isinstance(composite, str):
             resolved = preset(composite, epsilon=epsilon, gamma=gamma, low=low, high=high, stabilizer=stabilizer)

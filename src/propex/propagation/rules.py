@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .functions import Combine, ModInput, inverse
+from .functions import Combine, ModInput, inverse, tiny
 
 LinearFn = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 
@@ -74,9 +74,31 @@ class Rule:
                                None if b is None else b.detach()))
         return out
 
-    @staticmethod
-    def _combine(value: Tensor, branches: list[Tensor], coefs: list[Tensor]) -> Tensor:
+    def _combine(self, call: LinearCall, value: Tensor, branches: list[Tensor], coefs: list[Tensor]) -> Tensor:
+        if call.ignore_bias:
+            branches, coefs = self._cover_empty_units(call, branches, coefs)
         return Combine.apply([value.detach()], tuple(c.detach() for c in coefs), *branches)
+
+    def _cover_empty_units(self, call: LinearCall, branches: list[Tensor], coefs: list[Tensor]
+                           ) -> tuple[list[Tensor], list[Tensor]]:
+        r"""Give the relevance of units the rule cannot place to their receptive field, by w².
+
+        With biases kept out of the relevance, a rule passes the fraction
+        :math:`q_k = \sum_t c_{t,k} z_{t,k}` of :math:`R_k` down (1 for a conservative rule). It is
+        exactly 0 where every term is 0, i.e. where all inputs of unit k are 0 and the unit is
+        active only through its bias (after depthwise convolutions with merged batch norm this is
+        common). No proportional rule can place that relevance; propex spreads it by the w² rule
+        (flat for parameter-free maps), which depends on the weights only, so conservation holds.
+        Zennit drops it.
+        """
+        share = sum(c * b.detach() for c, b in zip(coefs, branches))
+        empty = share == 0
+        if not bool(empty.any()):
+            return branches, coefs
+        w = None if call.weight is None else call.weight.detach() ** 2
+        (z,) = self._terms(call, [(torch.ones_like(call.x), w, None)])
+        fallback = empty.to(z.dtype) * inverse(z.detach(), 0.0)
+        return branches + [z], coefs + [fallback]
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -97,7 +119,7 @@ class Epsilon(Rule):
         inv = inverse(z.detach(), self.epsilon)
         # without ignore_bias the branch's own value is the output: no second forward
         value = call.value() if call.ignore_bias and call.bias is not None else z
-        return self._combine(value, [z], [inv])
+        return self._combine(call, value, [z], [inv])
 
 
 def Zero() -> Epsilon:  # noqa: N802 - a rule constructor
@@ -124,7 +146,7 @@ class ZPlus(Rule):
     Zennit drops that unit's relevance; propex redistributes it by the ε rule instead, so
     relevance is conserved."""
 
-    stabilizer: float = 1e-6
+    stabilizer: float = 0.0
 
     def apply(self, call: LinearCall) -> Tensor:
         x, w, b = call.x.detach(), call.weight, call.bias
@@ -132,17 +154,20 @@ class ZPlus(Rule):
             branches = self._terms(call, [(x, _pos(w), _pos(b))])
         else:
             branches = self._terms(call, [(x.clamp(min=0), _pos(w), _pos(b)), (x.clamp(max=0), _neg(w), None)])
-        zp = sum(br.detach() for br in branches)
+        zp = branches[0].detach() if len(branches) == 1 else branches[0].detach() + branches[1].detach()
         inv = inverse(zp, self.stabilizer)
         coefs = [inv] * len(branches)
-        empty = zp == 0                   # no positive contribution at all: z⁺ is 0/0
-        if bool(empty.any()):
+        floor = tiny(zp.dtype)
+        if bool(zp.amin() <= floor):      # z⁺ >= 0: some unit has no positive contribution (0/0)
+            empty = zp <= floor
             # fall back to the ε rule for those units, so their relevance is not silently dropped
             (z,) = self._terms(call, [(x, w, b)])
             keep = (~empty).to(zp.dtype)
-            coefs = [c * keep for c in coefs] + [(1 - keep) * inverse(z.detach(), self.stabilizer)]
+            # every share x_j w_jk / z_k is >= 0 there (all contributions <= 0): no stabilizer needed,
+            # and one would absorb relevance where z_k is tiny
+            coefs = [c * keep for c in coefs] + [(1 - keep) * inverse(z.detach(), 0.0)]
             branches = branches + [z]
-        return self._combine(call.value(), branches, coefs)
+        return self._combine(call, call.value(), branches, coefs)
 
 
 @dataclass(repr=False)
@@ -152,7 +177,7 @@ class AlphaBeta(Rule):
 
     alpha: float = 2.0
     beta: float = 1.0
-    stabilizer: float = 1e-6
+    stabilizer: float = 0.0
 
     def __post_init__(self) -> None:
         if self.alpha < 0 or self.beta < 0 or abs(self.alpha - self.beta - 1) > 1e-9:
@@ -165,12 +190,12 @@ class AlphaBeta(Rule):
             zp, zn = self._terms(call, [(x, _pos(w), _pos(b)), (x, _neg(w), _neg(b))])
             inv_p = inverse(zp.detach(), self.stabilizer)
             inv_n = inverse(zn.detach(), self.stabilizer)
-            return self._combine(call.value(), [zp, zn], [self.alpha * inv_p, -self.beta * inv_n])
+            return self._combine(call, call.value(), [zp, zn], [self.alpha * inv_p, -self.beta * inv_n])
         xp, xn = x.clamp(min=0), x.clamp(max=0)
         z = self._terms(call, [(xp, _pos(w), _pos(b)), (xn, _neg(w), None), (xp, _neg(w), _neg(b)), (xn, _pos(w), None)])
         inv_p = inverse((z[0] + z[1]).detach(), self.stabilizer)
         inv_n = inverse((z[2] + z[3]).detach(), self.stabilizer)
-        return self._combine(call.value(), z, [self.alpha * inv_p] * 2 + [-self.beta * inv_n] * 2)
+        return self._combine(call, call.value(), z, [self.alpha * inv_p] * 2 + [-self.beta * inv_n] * 2)
 
 
 @dataclass(repr=False)
@@ -195,12 +220,12 @@ class Gamma(Rule):
             zp, zn = self._terms(call, [(x, wp, bp), (x, wn, bn)])
             inv_p = pos * inverse(zp.detach(), self.stabilizer)
             inv_n = neg * inverse(zn.detach(), self.stabilizer)
-            return self._combine(value, [zp, zn], [inv_p, inv_n])
+            return self._combine(call, value, [zp, zn], [inv_p, inv_n])
         xp, xn = x.clamp(min=0), x.clamp(max=0)
         z = self._terms(call, [(xp, wp, bp), (xn, wn, None), (xp, wn, bn), (xn, wp, None)])
         inv_p = pos * inverse((z[0] + z[1]).detach(), self.stabilizer)
         inv_n = neg * inverse((z[2] + z[3]).detach(), self.stabilizer)
-        return self._combine(value, z, [inv_p, inv_p, inv_n, inv_n])
+        return self._combine(call, value, z, [inv_p, inv_p, inv_n, inv_n])
 
 
 @dataclass(repr=False)
@@ -219,20 +244,20 @@ class ZBox(Rule):
         high = torch.as_tensor(self.high, dtype=x.dtype, device=x.device).expand_as(x)
         z = self._terms(call, [(x, w, b), (low, _pos(w), _pos(b)), (high, _neg(w), _neg(b))])
         inv = inverse((z[0] - z[1] - z[2]).detach(), self.stabilizer)
-        return self._combine(call.value(), z, [inv, -inv, -inv])
+        return self._combine(call, call.value(), z, [inv, -inv, -inv])
 
 
 @dataclass(repr=False)
 class WSquare(Rule):
     r"""LRP-w² (Montavon et al. 2017): :math:`R_j = \sum_k \frac{w_{jk}^2}{\sum_j w_{jk}^2} R_k`."""
 
-    stabilizer: float = 1e-6
+    stabilizer: float = 0.0
 
     def apply(self, call: LinearCall) -> Tensor:
         ones = torch.ones_like(call.x)
         b = None if call.bias is None else call.bias ** 2
         (z,) = self._terms(call, [(ones, call.weight ** 2, b)])
-        return self._combine(call.value(), [z], [inverse(z.detach(), self.stabilizer)])
+        return self._combine(call, call.value(), [z], [inverse(z.detach(), self.stabilizer)])
 
 
 @dataclass(repr=False)
@@ -240,13 +265,13 @@ class Flat(Rule):
     r"""LRP-flat (Lapuschkin et al. 2019): relevance spread uniformly over each output's receptive
     field, :math:`R_j = \sum_k \frac{1}{\sum_j 1} R_k` (w² with all weights 1, no bias)."""
 
-    stabilizer: float = 1e-6
+    stabilizer: float = 0.0
 
     def apply(self, call: LinearCall) -> Tensor:
         ones = torch.ones_like(call.x)
         w = None if call.weight is None else torch.ones_like(call.weight)
         (z,) = self._terms(call, [(ones, w, None)])
-        return self._combine(call.value(), [z], [inverse(z.detach(), self.stabilizer)])
+        return self._combine(call, call.value(), [z], [inverse(z.detach(), self.stabilizer)])
 
 
 class Pass:
