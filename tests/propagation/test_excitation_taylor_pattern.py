@@ -116,3 +116,46 @@ def test_beta_smoothing_gives_the_softplus_gradient():
     assert smooth is not None
     with pytest.raises(ValueError, match="beta_smooth"):
         propex.explain(model, x, "saliency", beta_smooth=0)
+
+
+def _conv_net(conv: nn.Module) -> nn.Module:
+    return nn.Sequential(conv, nn.ReLU(), nn.Flatten(), nn.LazyLinear(3)).eval()
+
+
+def test_patterns_of_a_grouped_conv_are_those_of_its_groups_fitted_alone():
+    """A depthwise/grouped conv's units see only their group's channels: fitting the grouped conv
+    equals fitting one conv per group on its slice of the channels."""
+    torch.manual_seed(0)
+    grouped = nn.Conv2d(4, 6, 3, padding=1, groups=2)
+    data = torch.randn(64, 4, 6, 6) + torch.randn(64, 1, 6, 6)        # correlated channels
+    net = _conv_net(grouped)
+    net(data[:1])
+    pattern = fit_patterns(net, data).patterns[0]
+    assert pattern.shape == grouped.weight.shape
+    for g in range(2):
+        alone = nn.Conv2d(2, 3, 3, padding=1)
+        with torch.no_grad():
+            alone.weight.copy_(grouped.weight[3 * g:3 * g + 3])
+            alone.bias.copy_(grouped.bias[3 * g:3 * g + 3])
+        net_g = _conv_net(alone)
+        net_g(data[:1, 2 * g:2 * g + 2])
+        expected = fit_patterns(net_g, data[:, 2 * g:2 * g + 2]).patterns[0]
+        torch.testing.assert_close(pattern[3 * g:3 * g + 3], expected, rtol=1e-5, atol=1e-7)
+
+
+def test_patterns_of_conv1d_and_same_padding_match_their_conv2d_form():
+    torch.manual_seed(0)
+    data = torch.randn(40, 2, 12)
+    c1 = nn.Conv1d(2, 3, 3, padding="same", dilation=2)
+    c2 = nn.Conv2d(2, 3, (1, 3), padding=(0, 2), dilation=(1, 2))
+    with torch.no_grad():
+        c2.weight.copy_(c1.weight.unsqueeze(2))
+        c2.bias.copy_(c1.bias)
+    n1, n2 = _conv_net(c1), _conv_net(c2)
+    n1(data[:1]), n2(data[:1, :, None])
+    p1 = fit_patterns(n1, data).patterns[0]
+    p2 = fit_patterns(n2, data[:, :, None]).patterns[0]
+    torch.testing.assert_close(p1.unsqueeze(2), p2, rtol=1e-5, atol=1e-7)
+    # and PatternAttribution runs with them
+    a = propex.explain(n1, data[:2], "pattern_attribution", patterns=fit_patterns(n1, data), target=0).attributions
+    assert a.shape == data[:2].shape and torch.isfinite(a).all()

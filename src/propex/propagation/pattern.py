@@ -31,7 +31,8 @@ from .functions import Combine
 from .lrp import linear_parts
 from .tracing import ModuleStack, OpCall, PropagationMode, UnsupportedOpError
 
-_CONV2D = {F.conv2d, torch.conv2d}
+_CONV1D = {F.conv1d, torch.conv1d}
+_CONV = _CONV1D | {F.conv2d, torch.conv2d}
 
 
 @dataclass
@@ -61,11 +62,14 @@ class _Stats:
         self.sums: dict[str, Tensor] = {}
 
     def add(self, x: Tensor, y: Tensor, positive: bool) -> None:
-        """x: [M, D] inputs (rows: samples or patches), y: [M, K] outputs without bias."""
+        """x: [G, M, D] inputs per group (rows: samples or patches), y: [G, M, K/G] outputs without
+        bias; the sums are kept per output unit k (group-major, as conv weights order them)."""
         x, y = x.double(), y.double()
         mask = (y > 0).double() if positive else torch.ones_like(y)
         ym = y * mask
-        parts = {"n": mask.sum(0), "x": mask.T @ x, "y": ym.sum(0), "xy": ym.T @ x}
+        d = x.shape[2]
+        parts = {"n": mask.sum(1).reshape(-1), "x": (mask.transpose(1, 2) @ x).reshape(-1, d),
+                 "y": ym.sum(1).reshape(-1), "xy": (ym.transpose(1, 2) @ x).reshape(-1, d)}
         for key, value in parts.items():
             self.sums[key] = self.sums[key] + value if key in self.sums else value
 
@@ -113,21 +117,39 @@ class _FitPolicy(Policy):
 
 
 def _rows(call: OpCall, x: Tensor, w: Tensor, fn) -> tuple[Tensor, Tensor]:
-    """(input rows [M, D], output rows [M, K]) of a dense op, or of a conv2d op over its patches."""
+    """(input rows [G, M, D], output rows [G, M, K/G]) of a dense op, or of a conv1d/conv2d op over
+    its patches (G = groups; each group's outputs see only its own input channels)."""
     if call.func is F.linear:
-        return x.reshape(-1, x.shape[-1]), F.linear(x, w).reshape(-1, w.shape[0])
-    if call.func in _CONV2D:
-        args = list(call.args) + [None] * 7
-        kw = call.kwargs
-        stride, padding = kw.get("stride", args[3] or 1), kw.get("padding", args[4] or 0)
-        dilation, groups = kw.get("dilation", args[5] or 1), kw.get("groups", args[6] or 1)
-        if groups != 1 or isinstance(padding, str):
-            raise UnsupportedOpError(f"PatternAttribution: fitting {call.where()} with groups={groups}, "
-                                     f"padding={padding!r} is not supported yet")
-        patches = F.unfold(x, w.shape[2:], dilation=dilation, padding=padding, stride=stride)   # [N, D, L]
-        rows = patches.transpose(1, 2).reshape(-1, patches.shape[1])
-        return rows, rows @ w.reshape(w.shape[0], -1).T
-    raise UnsupportedOpError(f"PatternAttribution: fitting {call.where()} is not supported (dense and conv2d are)")
+        return x.reshape(1, -1, x.shape[-1]), F.linear(x, w).reshape(1, -1, w.shape[0])
+    if call.func not in _CONV:
+        raise UnsupportedOpError(f"PatternAttribution: fitting {call.where()} is not supported "
+                                 "(dense, conv1d and conv2d are)")
+    args = list(call.args) + [None] * 7
+    kw = call.kwargs
+    stride, padding = kw.get("stride", args[3] or 1), kw.get("padding", args[4] or 0)
+    dilation, groups = kw.get("dilation", args[5] or 1), kw.get("groups", args[6] or 1)
+    if call.func in _CONV1D:                      # as a conv2d of height 1
+        x, w = x.unsqueeze(2), w.unsqueeze(2)
+        stride, dilation = (1, _one(stride)), (1, _one(dilation))
+        padding = padding if isinstance(padding, str) else (0, _one(padding))
+    kernel = w.shape[2:]
+    if isinstance(padding, str):                  # 'valid' or 'same' (stride 1): pad explicitly
+        dil = (dilation, dilation) if isinstance(dilation, int) else tuple(dilation)
+        pads: list[int] = []
+        for k, dl in zip(reversed(kernel), reversed(dil)):
+            total = 0 if padding == "valid" else dl * (k - 1)
+            pads += [total // 2, total - total // 2]
+        x, padding = F.pad(x, pads), 0
+    patches = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)   # [N, C·k, L]
+    n, length = patches.shape[0], patches.shape[2]
+    d = patches.shape[1] // groups                # unfold orders channels first: groups are blocks
+    rows = patches.reshape(n, groups, d, length).permute(1, 0, 3, 2).reshape(groups, n * length, d)
+    w_groups = w.reshape(groups, w.shape[0] // groups, -1)                              # [G, K/G, D]
+    return rows, rows @ w_groups.transpose(1, 2)
+
+
+def _one(v: Any) -> int:
+    return v if isinstance(v, int) else int(v[0])
 
 
 def fit_patterns(model: Any, data: Iterable[Any] | Tensor, *, forward_kwargs: dict[str, Any] | None = None,
