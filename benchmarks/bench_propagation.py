@@ -8,13 +8,15 @@ median time of
   canonizer), and Captum's ``LRP`` where it runs;
 * propex DeepLIFT (Rescale) and Captum's ``DeepLift`` where it runs;
 
-and the ratios propex/floor and reference/propex. Run: ``python benchmarks/bench_propagation.py``
-(``--quick`` for fewer repeats, ``--json out.json`` to save the numbers).
+and the ratios propex/floor and reference/propex (from process CPU time; wall time is printed
+beside it). Run: ``python benchmarks/bench_propagation.py`` (``--quick`` for fewer repeats,
+``--threads N`` (default 1), ``--models``, ``--batches``, ``--json out.json`` to save the numbers).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 import warnings
@@ -25,14 +27,19 @@ import torchvision
 import propex
 
 
-def median_time(fn, repeats: int) -> float:
+def median_time(fn, repeats: int) -> tuple[float, float]:
+    """Median wall time and median process CPU time of ``fn`` (after one warm-up call).
+
+    CPU time is much less sensitive to other processes on a shared machine; with one intra-op
+    thread it is the work done, which is what the ratios against the floor are about."""
     fn()                                   # warm-up
-    times = []
+    walls, cpus = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        w, c = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - w)
+        cpus.append(time.process_time() - c)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def floor(model, x, target):
@@ -60,23 +67,30 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", default=None)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--models", nargs="+", default=["resnet18", "vgg16"])
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: robust on a shared machine)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     repeats = 2 if args.quick else args.repeats
     from captum.attr import LRP as CaptumLRP, DeepLift as CaptumDeepLift
     from zennit.torchvision import ResNetCanonizer, VGGCanonizer
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {repeats} repeats (median)")
+    canonizers = {"resnet18": ResNetCanonizer, "vgg16": VGGCanonizer}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {repeats} repeats (median), "
+          f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print("times in seconds as wall / process CPU; ratios from CPU time")
     rows = []
-    header = f"{'model':<9} {'N':>2} {'method':<18} {'propex s':>9} {'floor s':>8} {'/floor':>7} {'reference':<14} {'ref s':>8} {'ref/propex':>10}"
+    header = (f"{'model':<9} {'N':>2} {'method':<17} {'propex':>13} {'floor':>13} {'/floor':>6}  "
+              f"{'reference':<15} {'ref':>13} {'ref/propex':>10}")
     print(header)
     print("-" * len(header))
-    for name, canonizer in (("resnet18", ResNetCanonizer), ("vgg16", VGGCanonizer)):
+    for name in args.models:
+        canonizer = canonizers[name]
         torch.manual_seed(0)
         model = getattr(torchvision.models, name)(weights=None).eval()
         for n in args.batches:
             x = torch.randn(n, 3, 224, 224)
             with torch.no_grad():
                 target = model(x).argmax(1)
-            t_floor = median_time(lambda: floor(model, x, target), repeats)
             cases = [
                 ("lrp eps+flat", lambda: propex.explain(model, x, "lrp", target=target, composite="epsilon_plus_flat"),
                  [("zennit", lambda: zennit_lrp(model, x, target, canonizer)),
@@ -85,17 +99,21 @@ def main(argv=None) -> list[dict]:
                  [("captum DeepLift", lambda: captum(CaptumDeepLift, model, x, target))]),
             ]
             for method, ours, references in cases:
-                t_ours = median_time(ours, repeats)
+                # the floor is re-timed next to each method, so that drifting load hits both alike
+                f_wall, f_cpu = median_time(lambda: floor(model, x, target), repeats)
+                o_wall, o_cpu = median_time(ours, repeats)
                 for ref_name, ref in references:
                     try:
-                        t_ref = median_time(ref, repeats)
-                        ref_text = f"{t_ref:8.3f} {t_ref / t_ours:10.2f}"
+                        r_wall, r_cpu = median_time(ref, repeats)
+                        ref_text = f"{r_wall:6.3f}/{r_cpu:6.3f} {r_cpu / o_cpu:10.2f}"
                     except Exception as err:  # the references raise on some architectures
-                        t_ref, ref_text = None, f"{'raises':>8} {type(err).__name__:>10}"
-                    print(f"{name:<9} {n:>2} {method:<18} {t_ours:9.3f} {t_floor:8.3f} {t_ours / t_floor:7.2f} "
-                          f"{ref_name:<14} {ref_text}")
-                    rows.append({"model": name, "batch": n, "method": method, "propex_s": t_ours, "floor_s": t_floor,
-                                 "reference": ref_name, "reference_s": t_ref})
+                        r_wall = r_cpu = None
+                        ref_text = f"{'raises':>13} {type(err).__name__:>10}"
+                    print(f"{name:<9} {n:>2} {method:<17} {o_wall:6.3f}/{o_cpu:6.3f} {f_wall:6.3f}/{f_cpu:6.3f} "
+                          f"{o_cpu / f_cpu:6.2f}  {ref_name:<15} {ref_text}")
+                    rows.append({"model": name, "batch": n, "method": method, "propex_wall_s": o_wall,
+                                 "propex_cpu_s": o_cpu, "floor_wall_s": f_wall, "floor_cpu_s": f_cpu,
+                                 "reference": ref_name, "reference_wall_s": r_wall, "reference_cpu_s": r_cpu})
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)
