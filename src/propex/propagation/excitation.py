@@ -22,7 +22,7 @@ class Negated(Rule):
 
     def apply(self, call: LinearCall) -> Tensor:
         dual = LinearCall(call.x, -call.weight, None if call.bias is None else -call.bias,
-                          call.fn, call.ignore_bias)
+                          call.fn, call.ignore_bias, out_scale=call.out_scale)
         out = self.rule.apply(dual)                 # value -z; its backward is the dual's relevance
         # the model continues with z; the dual's own rule already handled its units
         return Combine.apply([call.value().detach()], (torch.ones_like(out),), out)

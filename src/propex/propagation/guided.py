@@ -27,7 +27,7 @@ class _GuidedReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: Tensor):
         (local,) = ctx.saved_tensors
-        out = g.clamp(min=0)
+        out = g.clamp_min(0)
         return (out * local if ctx.has_local else out), None, None
 
 

@@ -159,11 +159,15 @@ class LRPPolicy(Policy):
         entry = self._lazy_entry(x)
         if entry is not None and entry[4] is None:     # conv/dense → batch norm: merge them
             lcall, rule = entry[1], entry[2]
-            shape = (-1,) + (1,) * (lcall.weight.dim() - 1)
-            w2 = lcall.weight * scale.reshape(shape)
             b2 = shift if lcall.bias is None else lcall.bias * scale + shift
             with torch.no_grad():
                 value = call.run()
+            if bool((scale > 0).all()):
+                # w·s is never materialised: the rule's terms are scaled at the output instead
+                out_scale = scale.reshape((1, -1) + (1,) * (value.dim() - 2))
+                return rule.apply(LinearCall(lcall.x, lcall.weight, b2, lcall.fn, self.ignore_bias,
+                                             nonneg=lcall.nonneg, cached=value, out_scale=out_scale))
+            w2 = lcall.weight * scale.reshape((-1,) + (1,) * (lcall.weight.dim() - 1))
             return rule.apply(LinearCall(lcall.x, w2, b2, lcall.fn, self.ignore_bias, nonneg=lcall.nonneg,
                                          cached=value))
         x = self._materialize(x)

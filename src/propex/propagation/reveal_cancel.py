@@ -44,7 +44,7 @@ class Diff:
     def parts(self) -> tuple[Tensor, Tensor]:
         if self.neg is not None:
             return self.pos, self.neg
-        return self.pos.clamp(min=0), self.pos.clamp(max=0)
+        return self.pos.clamp_min(0), self.pos.clamp_max(0)
 
     def map(self, fn) -> "Diff":
         return Diff(fn(self.pos), None if self.neg is None else fn(self.neg))
@@ -130,7 +130,7 @@ class RevealCancelPolicy(Policy):
         zero = torch.zeros_like(d)
         dp = torch.where(d > tol, d, zero)
         dn = torch.where(d < -tol if diff.neg is not None else d < 0, d, zero)
-        wp, wn = w.clamp(min=0), w.clamp(max=0)
+        wp, wn = w.clamp_min(0), w.clamp_max(0)
         pos = fn(dp, wp, None) + fn(dn, wn, None)
         neg = fn(dn, wp, None) + fn(dp, wn, None)
         return self.register(y, Diff(pos, neg))
@@ -240,7 +240,7 @@ def _scaled(d: Diff, c: Tensor) -> Diff:
     """The difference of c·x: a negative factor swaps the positive and negative parts."""
     if d.neg is None:
         return Diff(d.pos * c)
-    cp, cn = c.clamp(min=0), c.clamp(max=0)
+    cp, cn = c.clamp_min(0), c.clamp_max(0)
     return Diff(d.pos * cp + d.neg * cn, d.neg * cp + d.pos * cn)
 
 

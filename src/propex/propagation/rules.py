@@ -15,6 +15,7 @@ every bias from the terms, so relevance is conserved exactly.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -37,21 +38,39 @@ class LinearCall:
     ignore_bias: bool = False
     nonneg: bool = False              # x is known to be >= 0 (e.g. a ReLU output): terms with x⁻ vanish
     cached: Tensor | None = None      # the op's output, when already computed
+    # A positive factor per output channel (shaped to broadcast against the output) that the
+    # weight is multiplied by: the op is fn(x, w, None)·s + b. Batch norm merged into a conv uses
+    # it instead of materialising w·s: the rules' weight modifications (w⁺, w + γw⁺, ...) are
+    # positively homogeneous, so each term is fn(m, w', None)·s + b' (w² materialises w·s).
+    out_scale: Tensor | None = None
 
     def value(self) -> Tensor:
         """The op's true output (a fresh tensor without autograd history)."""
         if self.cached is not None:
             return self.cached
         with torch.no_grad():
-            return self.fn(self.x, self.weight, self.bias)
+            if self.out_scale is None:
+                return self.fn(self.x, self.weight, self.bias)
+            return self.scaled(self.fn(self.x, self.weight, None), self.bias)
+
+    def scaled(self, y: Tensor, bias: Tensor | None) -> Tensor:
+        """``y·s + bias`` for a term computed with an unscaled weight and no bias."""
+        y = y * self.out_scale
+        return y if bias is None else y + bias.reshape(self.out_scale.shape)
+
+    def full_weight(self) -> Tensor | None:
+        """The weight with ``out_scale`` folded in (for rules that are not homogeneous in w)."""
+        if self.out_scale is None or self.weight is None:
+            return self.weight
+        return self.weight * self.out_scale.reshape((-1,) + (1,) * (self.weight.dim() - 1))
 
 
 def _pos(t: Tensor | None) -> Tensor | None:
-    return None if t is None else t.clamp(min=0)
+    return None if t is None else t.clamp_min(0)
 
 
 def _neg(t: Tensor | None) -> Tensor | None:
-    return None if t is None else t.clamp(max=0)
+    return None if t is None else t.clamp_max(0)
 
 
 class Rule:
@@ -69,9 +88,12 @@ class Rule:
         out = []
         for m, w, b in terms:
             m = m.detach()
-            b = None if call.ignore_bias else b
-            out.append(call.fn(ModInput.apply(call.x, m), None if w is None else w.detach(),
-                               None if b is None else b.detach()))
+            b = None if call.ignore_bias or b is None else b.detach()
+            w = None if w is None else w.detach()
+            if call.out_scale is None:
+                out.append(call.fn(ModInput.apply(call.x, m), w, b))
+            else:
+                out.append(call.scaled(call.fn(ModInput.apply(call.x, m), w, None), b))
         return out
 
     def _combine(self, call: LinearCall, value: Tensor, branches: list[Tensor], coefs: list[Tensor]) -> Tensor:
@@ -153,7 +175,7 @@ class ZPlus(Rule):
         if call.nonneg:
             branches = self._terms(call, [(x, _pos(w), _pos(b))])
         else:
-            branches = self._terms(call, [(x.clamp(min=0), _pos(w), _pos(b)), (x.clamp(max=0), _neg(w), None)])
+            branches = self._terms(call, [(x.clamp_min(0), _pos(w), _pos(b)), (x.clamp_max(0), _neg(w), None)])
         zp = branches[0].detach() if len(branches) == 1 else branches[0].detach() + branches[1].detach()
         inv = inverse(zp, self.stabilizer)
         coefs = [inv] * len(branches)
@@ -191,7 +213,7 @@ class AlphaBeta(Rule):
             inv_p = inverse(zp.detach(), self.stabilizer)
             inv_n = inverse(zn.detach(), self.stabilizer)
             return self._combine(call, call.value(), [zp, zn], [self.alpha * inv_p, -self.beta * inv_n])
-        xp, xn = x.clamp(min=0), x.clamp(max=0)
+        xp, xn = x.clamp_min(0), x.clamp_max(0)
         z = self._terms(call, [(xp, _pos(w), _pos(b)), (xn, _neg(w), None), (xp, _neg(w), _neg(b)), (xn, _pos(w), None)])
         inv_p = inverse((z[0] + z[1]).detach(), self.stabilizer)
         inv_n = inverse((z[2] + z[3]).detach(), self.stabilizer)
@@ -210,9 +232,9 @@ class Gamma(Rule):
     def apply(self, call: LinearCall) -> Tensor:
         x, w, b = call.x.detach(), call.weight, call.bias
         g = self.gamma
-        wp, wn = w + g * w.clamp(min=0), w + g * w.clamp(max=0)
-        bp = None if b is None else b + g * b.clamp(min=0)
-        bn = None if b is None else b + g * b.clamp(max=0)
+        wp, wn = w + g * w.clamp_min(0), w + g * w.clamp_max(0)
+        bp = None if b is None else b + g * b.clamp_min(0)
+        bn = None if b is None else b + g * b.clamp_max(0)
         value = call.value()               # the sign mask uses the true output (bias included), as Zennit
         pos = (value > 0).to(value.dtype)
         neg = (value < 0).to(value.dtype)
@@ -221,7 +243,7 @@ class Gamma(Rule):
             inv_p = pos * inverse(zp.detach(), self.stabilizer)
             inv_n = neg * inverse(zn.detach(), self.stabilizer)
             return self._combine(call, value, [zp, zn], [inv_p, inv_n])
-        xp, xn = x.clamp(min=0), x.clamp(max=0)
+        xp, xn = x.clamp_min(0), x.clamp_max(0)
         z = self._terms(call, [(xp, wp, bp), (xn, wn, None), (xp, wn, bn), (xn, wp, None)])
         inv_p = pos * inverse((z[0] + z[1]).detach(), self.stabilizer)
         inv_n = neg * inverse((z[2] + z[3]).detach(), self.stabilizer)
@@ -256,6 +278,8 @@ class WSquare(Rule):
     def apply(self, call: LinearCall) -> Tensor:
         ones = torch.ones_like(call.x)
         b = None if call.bias is None else call.bias ** 2
+        if call.out_scale is not None:      # (w·s)² is not homogeneous of degree 1 in s
+            call = dataclasses.replace(call, weight=call.full_weight(), out_scale=None)
         (z,) = self._terms(call, [(ones, call.weight ** 2, b)])
         return self._combine(call, call.value(), [z], [inverse(z.detach(), self.stabilizer)])
 
