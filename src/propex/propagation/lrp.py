@@ -195,7 +195,11 @@ class LRPPolicy(Policy):
             args = [xx if a is x else a for a in call.args]
             kwargs = {k: (xx if v is x else v) for k, v in call.kwargs.items()}
             return call.run(*args, **kwargs)
-        out = (rule if isinstance(rule, Rule) else Norm()).apply(LinearCall(x, None, None, fn, True))
+        if not isinstance(rule, Rule):
+            # pooling a non-negative input splits relevance in convex shares: no stabilizer needed
+            # (one would absorb relevance where activations are small)
+            rule = Norm(0.0) if self._is_nonneg(x) else Norm()
+        out = rule.apply(LinearCall(x, None, None, fn, True))
         return self._keeps_sign(call, out)
 
     def on_max_pool(self, call: OpCall) -> Any:
