@@ -10,12 +10,18 @@ from .base import Explanation, Method
 from .gradient import (BlurIG, ExpectedGradients, GuidedIG, InputXGradient, IntegratedGradients, Saliency,
                        SmoothGrad, VarGrad)
 from .propagation import LRP, Deconvnet, DeepLift, GuidedBackprop
+from . import evaluate
+from .cam import GradCAM, GradCAMPlusPlus, GuidedGradCAM, HiResCAM, LayerCAM, ScoreCAM
+from .perturbation import RISE, FeatureAblation, KernelShap, Lime, MeaningfulPerturbation, Occlusion
 
 __version__ = "0.1.0"
 
 __all__ = [
     "explain", "methods", "get_method", "register", "Explanation", "Method",
     "Saliency", "InputXGradient", "SmoothGrad", "VarGrad", "IntegratedGradients", "ExpectedGradients",
-    "BlurIG", "GuidedIG", "LRP", "DeepLift", "GuidedBackprop", "Deconvnet", "baselines", "targets",
+    "BlurIG", "GuidedIG", "LRP", "DeepLift", "GuidedBackprop", "Deconvnet",
+    "GradCAM", "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "ScoreCAM", "GuidedGradCAM",
+    "Occlusion", "FeatureAblation", "RISE", "MeaningfulPerturbation", "Lime", "KernelShap",
+    "baselines", "targets", "evaluate",
     "__version__",
 ]

@@ -27,6 +27,11 @@ def _demo_options(model: Any, train_x: Tensor, names: list[str]) -> dict[str, di
         "expected_gradients": {"baseline": references, "n_samples": 64, "seed": 0},
         "blur_ig": {"n_steps": 64, "max_sigma": 8.0},
         "guided_ig": {"n_steps": 64},
+        "occlusion": {"window": (4, 4), "stride": (2, 2)},
+        "rise": {"seed": 0, "n_masks": 2000, "center": True},
+        "meaningful_perturbation": {"seed": 0, "baseline": 0.0},
+        "lime": {"seed": 0},
+        "kernel_shap": {"seed": 0},
     }
 
 

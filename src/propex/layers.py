@@ -41,6 +41,7 @@ class LayerTap:
         self.name = name
         self.captured: Tensor | None = None
         self.replacement: Tensor | None = None
+        self.leaf = False
         self._calls = 0
 
     def _check(self, value: Any) -> Tensor:
@@ -64,6 +65,8 @@ class LayerTap:
     # which is a leaf that requires grad. The clone keeps both in the autograd graph.
     def _pre_hook(self, module: nn.Module, args: tuple) -> tuple | None:
         value = self._check(args[0] if args else None)
+        if self.leaf and self.replacement is None and value.is_floating_point():
+            value = value.detach().requires_grad_()
         self.captured = value
         if self.replacement is not None:
             return (self.replacement.clone(), *args[1:])
@@ -71,6 +74,8 @@ class LayerTap:
 
     def _hook(self, module: nn.Module, args: tuple, output: Any) -> Any:
         value = self._check(output)
+        if self.leaf and self.replacement is None and value.is_floating_point():
+            value = value.detach().requires_grad_()
         self.captured = value
         if self.replacement is not None:
             if self.replacement.shape != value.shape:
@@ -82,9 +87,15 @@ class LayerTap:
         return value.clone()
 
     @contextlib.contextmanager
-    def active(self, replacement: Tensor | None = None) -> Iterator["LayerTap"]:
-        """Install the hook for one forward pass; removed on exit, also on exceptions."""
-        self.captured, self.replacement, self._calls = None, replacement, 0
+    def active(self, replacement: Tensor | None = None, leaf: bool = False) -> Iterator["LayerTap"]:
+        """Install the hook for one forward pass; removed on exit, also on exceptions.
+
+        ``leaf=True``: the captured tensor is made a new autograd leaf (detached from what came
+        before the layer, ``requires_grad``) that the rest of the forward pass is built on, so
+        that d output / d layer can be taken from this very pass (``GradientEngine.prepare``
+        with ``keep_graph``) without differentiating through the layers before it.
+        """
+        self.captured, self.replacement, self._calls, self.leaf = None, replacement, 0, bool(leaf)
         if self.use_input:
             handle = self.module.register_forward_pre_hook(self._pre_hook)
         else:

@@ -108,6 +108,22 @@ def model_guard(model: Any) -> Iterator[None]:
                 raise RuntimeError(f"propex left hooks on module {type(m).__name__}; please report this")
 
 
+@contextlib.contextmanager
+def frozen_parameters(model: Any) -> Iterator[None]:
+    """Parameters do not require grad while an engine runs (restored on exit, also on errors), so
+    that only tensors derived from the inputs form the autograd graph."""
+    module = _owning_module(model)
+    params = list(module.parameters()) if module is not None else []
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
+
+
 def _owning_module(model: Any) -> nn.Module | None:
     """The module behind ``model``: itself, the owner of a bound method, or a partial's target."""
     if isinstance(model, nn.Module):

@@ -22,16 +22,6 @@ from propex.models.random_init import randomize_batch_norm
 IMAGE_SIZE = 32
 
 
-@pytest.fixture(autouse=True)
-def _one_intra_op_thread():
-    """One intra-op thread: on a shared 2-core machine, torch's default thread pool makes these
-    small-tensor passes 10-20x slower under load (measured: LRP-γ on resnet18 0.7 s vs 2-8 s)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 @functools.lru_cache(maxsize=None)
 def _torchvision_model(name: str, dtype: torch.dtype, random_bn: bool = True) -> nn.Module:
     if random_bn:

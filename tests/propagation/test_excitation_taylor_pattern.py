@@ -14,7 +14,7 @@ from test_lrp_parity_zennit import exact_eps_free_copy as _eps_free
 
 @pytest.mark.parametrize("name", ["vgg16", "resnet18"])
 def test_excitation_backprop_matches_zennit(name, torchvision_model, image):
-    zennit = pytest.importorskip("zennit")
+    pytest.importorskip("zennit")
     from zennit.attribution import Gradient
     from zennit.composites import ExcitationBackprop as ZennitEB
     from zennit.torchvision import ResNetCanonizer, VGGCanonizer

@@ -15,16 +15,17 @@ sample, 1 unless the user asked for several); methods index per-point tensors wi
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
-from ..batching import SavedBytes, check_batch_size, chunk_size, parse_memory, ranges
+from ..batching import CPU_AUTOGRAD_BUDGET, SavedBytes, check_batch_size, chunk_size, parse_memory, ranges
 from ..inputs import as_input_tuple, check_forward_kwargs, index_kwargs
 from ..layers import LayerTap, resolve_layer
-from ..model_call import ModelCall
+from ..model_call import ModelCall, frozen_parameters
 from ..targets import TargetSelector, resolve_target
 
 PointFn = Callable[[Tensor, Tensor], tuple[Tensor, ...]]
@@ -74,27 +75,36 @@ class GradientEngine:
 
         ``keep_graph``: keep this pass's autograd graph so that a method with one point per
         sample (saliency) can take its gradient from it instead of a second forward pass.
+        With ``layer=``, the layer's output is made the graph's leaf (``LayerTap.active(leaf=True)``):
+        ``gradients_at_inputs`` then gives d target / d layer (GradCAM's gradients) from this pass.
         """
         inputs, was_tuple = as_input_tuple(x)
         kwargs = check_forward_kwargs(forward_kwargs)
         params = list(self.model.parameters()) if isinstance(self.model, torch.nn.Module) else []
         measure = SavedBytes(exclude=params)
-        keep_graph = (keep_graph and self.tap is None and self.beta_smooth is None
-                      and all(t.is_floating_point() for t in inputs))
+        layer_graph = keep_graph and self.tap is not None and self.beta_smooth is None
+        keep_graph = (keep_graph and self.beta_smooth is None
+                      and (layer_graph or all(t.is_floating_point() for t in inputs)))
         n = inputs[0].shape[0]
         # the memory estimate needs autograd on; measure it on one sample unless this pass is kept
         measure_apart = self.batch_size is None and not keep_graph and n > 1
         grad_mode = keep_graph or (self.batch_size is None and not measure_apart)
-        with torch.enable_grad() if grad_mode else torch.no_grad(), measure.measure():
-            leaves = tuple(t.detach().requires_grad_() if t.is_floating_point() and grad_mode
+        # with the layer's output as the leaf, nothing before it needs a graph: freeze the parameters
+        # (model_guard restores them) so that only the layers after it record one, and are measured
+        frozen = frozen_parameters(self.model) if layer_graph else contextlib.nullcontext()
+        with torch.enable_grad() if grad_mode else torch.no_grad(), measure.measure(), frozen:
+            leaves = tuple(t.detach().requires_grad_() if t.is_floating_point() and grad_mode and not layer_graph
                            else t.detach() for t in inputs)
             if self.tap is None:
                 outputs = self.call.first_call(leaves, kwargs)
                 space = inputs
             else:
-                with self.tap.active():
+                with self.tap.active(leaf=layer_graph):
                     outputs = self.call.first_call(leaves, kwargs)
                 space = (self.tap.captured.detach(),)
+                if layer_graph:
+                    leaves = (self.tap.captured,)
+                    keep_graph = self.tap.captured.requires_grad
         per_point = measure.total // max(1, n)
         if measure_apart:
             probe = SavedBytes(exclude=params)
@@ -124,9 +134,7 @@ class GradientEngine:
     def chunk(self, prep: Prepared, n_points: int) -> int:
         budget = self.memory_budget
         if not self.budget_given and prep.space[0].device.type == "cpu":
-            # on CPUs several mid-sized batches beat one huge one (allocator page faults; measured on
-            # resnet18 IG-32: chunks of 8-13 points use 15-20 % less CPU time than 32 at once)
-            budget = min(budget, 512 * 1024**2)
+            budget = min(budget, CPU_AUTOGRAD_BUDGET)
         return chunk_size(self.batch_size, budget, prep.bytes_per_point, n_points)
 
     # ------------------------------------------------------------------ evaluation

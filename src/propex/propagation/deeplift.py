@@ -236,7 +236,8 @@ class DeepLift(PropagationMethod):
         from ..batching import ranges
         from ..inputs import check_forward_kwargs, index_kwargs, require_float, restore_structure
         from ..targets import resolve_target
-        from .engine import _backward, frozen_parameters
+        from ..model_call import frozen_parameters
+        from .engine import _backward
         from .reveal_cancel import Diff, RevealCancelPolicy
         from .tracing import ModuleStack, PropagationMode
 

@@ -17,17 +17,16 @@ gradient with a warning).
 """
 from __future__ import annotations
 
-import contextlib
 import warnings
-from typing import Any, Iterator
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..base import Explanation, Method
 from ..batching import check_batch_size, ranges
 from ..inputs import as_input_tuple, check_forward_kwargs, index_kwargs, require_float, restore_structure
-from ..model_call import ModelCall
+from ..model_call import ModelCall, frozen_parameters
 from ..targets import TargetSelector, resolve_target
 from .tracing import ModuleStack, OpCall, PropagationMode, UnsupportedOpError, graph_tensors
 
@@ -63,20 +62,6 @@ class Policy:
             warnings.warn(message + " (falling back to the gradient)", stacklevel=2)
             return call.run()
         raise UnsupportedOpError(message)
-
-
-@contextlib.contextmanager
-def frozen_parameters(model: Any) -> Iterator[None]:
-    """Parameters do not require grad while propagating (restored on exit, also on errors)."""
-    params = list(model.parameters()) if isinstance(model, nn.Module) else []
-    flags = [p.requires_grad for p in params]
-    try:
-        for p in params:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, f in zip(params, flags):
-            p.requires_grad_(f)
 
 
 def first_graph_arg(call: OpCall) -> Tensor:

@@ -25,8 +25,8 @@ from torch import Tensor
 
 from ..api import register
 from ..inputs import as_input_tuple
-from ..model_call import ModelCall, model_guard
-from .engine import Policy, PropagationMethod, frozen_parameters
+from ..model_call import ModelCall, frozen_parameters, model_guard
+from .engine import Policy, PropagationMethod
 from .functions import Combine
 from .lrp import linear_parts
 from .tracing import ModuleStack, OpCall, PropagationMode, UnsupportedOpError
