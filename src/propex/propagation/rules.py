@@ -55,8 +55,9 @@ class LinearCall:
 
     def scaled(self, y: Tensor, bias: Tensor | None) -> Tensor:
         """``y·s + bias`` for a term computed with an unscaled weight and no bias."""
-        y = y * self.out_scale
-        return y if bias is None else y + bias.reshape(self.out_scale.shape)
+        if bias is None:
+            return y * self.out_scale
+        return torch.addcmul(bias.reshape(self.out_scale.shape), y, self.out_scale)   # one pass
 
     def full_weight(self) -> Tensor | None:
         """The weight with ``out_scale`` folded in (for rules that are not homogeneous in w)."""
@@ -177,9 +178,12 @@ class ZPlus(Rule):
         else:
             branches = self._terms(call, [(x.clamp_min(0), _pos(w), _pos(b)), (x.clamp_max(0), _neg(w), None)])
         zp = branches[0].detach() if len(branches) == 1 else branches[0].detach() + branches[1].detach()
-        inv = inverse(zp, self.stabilizer)
-        coefs = [inv] * len(branches)
         floor = tiny(zp.dtype)
+        if self.stabilizer > 0:
+            inv = inverse(zp, self.stabilizer)
+        else:   # z⁺ >= 0: 1/max(z⁺, tiny) in two passes; units at or below tiny are replaced below
+            inv = zp.clamp_min(floor).reciprocal_()
+        coefs = [inv] * len(branches)
         if bool(zp.amin() <= floor):      # z⁺ >= 0: some unit has no positive contribution (0/0)
             empty = zp <= floor
             # fall back to the ε rule for those units, so their relevance is not silently dropped
