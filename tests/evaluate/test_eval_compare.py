@@ -238,9 +238,6 @@ def test_unknown_metric_lists_available_ones(model, x):
 def test_integration_with_named_metrics(model, x):
     import propex.evaluate as ev
 
-    for name in ("sparseness", "pixel_flipping"):
-        if not hasattr(ev, name):   # pragma: no cover - only while the metrics are being written
-            pytest.skip(f"propex.evaluate.{name} is not available")
     table = compare(model, x, methods=["saliency", ("integrated_gradients", {"n_steps": 8})],
                     metrics=["sparseness", ("pixel_flipping", {"n_steps": 8})])
     target = model(x).argmax(1)

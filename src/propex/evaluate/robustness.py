@@ -82,6 +82,15 @@ def _explain(explainer: Explainer, model: Any, rows: Tensor, tgt: Any, s: Tensor
     return check_attributions(out, rows, "the explainer's attributions", broadcast=False)
 
 
+def _explain_stacked(explainer: Explainer, model: Any, flat: Tensor, tgt: Any, s_all: Tensor,
+                     rows_per_call: int) -> Tensor:
+    """Attributions for stacked perturbed rows ``flat`` (sample ids ``s_all``), ``rows_per_call``
+    rows per explainer call — never one perturbation at a time."""
+    parts = [_explain(explainer, model, flat[r0:r0 + rows_per_call], tgt, s_all[r0:r0 + rows_per_call])
+             for r0 in range(0, flat.shape[0], rows_per_call)]
+    return torch.cat(parts)
+
+
 def _chunk_rows(batch_size: int | None, x: Tensor) -> int:
     """Rows per explainer call: ``batch_size``, or as many rows as hold ``INPUT_BYTES_PER_CALL``
     of input (6 MiB on CPU, 64 MiB on accelerators), at most 256."""
@@ -148,11 +157,8 @@ def _sweep(explainer: Explainer, model: Any, x: Tensor, tgt: Any, noise: _Noise,
         delta = noise.block(k0, k1)
         xp = (x.unsqueeze(0) + delta).reshape(-1, *x.shape[1:])
         s_all = torch.arange(n, device=x.device).repeat(k1 - k0)
-        parts = []
-        for r0 in range(0, xp.shape[0], rows_per_call):
-            r1 = min(xp.shape[0], r0 + rows_per_call)
-            parts.append(_explain(explainer, model, xp[r0:r1], tgt, s_all[r0:r1]))
-        a = torch.cat(parts).reshape(k1 - k0, n, *parts[0].shape[1:])
+        a = _explain_stacked(explainer, model, xp, tgt, s_all, rows_per_call)
+        a = a.reshape(k1 - k0, n, *a.shape[1:])
         consume(k0, k1, delta, xp.reshape(k1 - k0, *x.shape), a)
 
 
@@ -424,10 +430,7 @@ def map_stability(model: Any, x: Tensor, method: Any = "saliency", target: Any =
     def explain_all(cands: Tensor) -> Tensor:
         """``[C, N, ...]`` → maps ``[C, N, *S]``, in stacked calls of ``rows`` rows."""
         flat = cands.reshape(-1, *x.shape[1:])
-        s_all = idx.repeat(cands.shape[0])
-        parts = [_explain(explainer, model, flat[r0:r0 + rows], tgt, s_all[r0:r0 + rows])
-                 for r0 in range(0, flat.shape[0], rows)]
-        a = torch.cat(parts)
+        a = _explain_stacked(explainer, model, flat, tgt, idx.repeat(cands.shape[0]), rows)
         return _maps(a, flat).reshape(cands.shape[0], n, *m0.shape[1:])
 
     def signs(c: int) -> Tensor:
