@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml requirements-ci.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -c requirements-ci.txt -e ".[test,demo,viz,vision]"
+	$(BIN)/pip install --quiet -c requirements-ci.txt -e ".[test,demo,viz,vision,cli,serve,text,batch,ray,graph]"
 	touch $(STAMP)
 
 demo: $(STAMP)
