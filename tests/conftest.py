@@ -19,7 +19,7 @@ def _seed_everything():
 # 2-core machine torch's default thread pool made them 7-20x slower under load (measured: LRP-γ on
 # resnet18 0.7 s vs 2-8 s; the CAM tests likewise).
 _ONE_THREAD_DIRS = ("propagation", "cam", "perturbation", "evaluate", "text", "attention", "batch",
-                    "higher_order", "gnn", "neuralize", "visualize", "cli", "serve", "browser")
+                    "higher_order", "gnn", "neuralize", "visualize", "report", "cli", "serve", "browser")
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,6 @@
+"""``python -m propex.cli``: the same as the ``propex`` command."""
+import sys
+
+from . import main
+
+sys.exit(main())
