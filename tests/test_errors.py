@@ -152,8 +152,11 @@ def test_layer_needs_a_module_model():
 def test_integer_inputs_point_to_layer():
     emb = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(12, 2)).eval()
     ids = torch.randint(0, 10, (3, 3))
-    with pytest.raises(TypeError, match=r"\bx\b.*layer="):
-        propex.explain(emb, ids, "saliency")
+    with pytest.raises(TypeError, match=r"\bx\b.*layer="):     # a plain callable: no embedding to find
+        propex.explain(lambda t: emb(t), ids, "saliency")
+    # integer ids without layer= default to the input embedding (propex.text.find_input_embedding)
+    auto = propex.explain(emb, ids, "saliency", target=1)
+    assert auto.attributions.shape == (3, 3, 4)
     # ... and layer= is the way: attribution to the embedding output
     exp = propex.explain(emb, ids, "integrated_gradients", layer="0", n_steps=16, target=1)
     assert exp.attributions.shape == (3, 3, 4)

@@ -116,6 +116,28 @@ class Blur(BaselineSpec):
         return blurred(x, self.sigma)
 
 
+class LayerBaseline:
+    """A baseline given in the space of the attributed layer (with ``layer=``), not of the inputs:
+    e.g. zero embeddings for token ids (``propex.text``). ``value`` must broadcast to the layer's
+    tensor ``[N, ...]``; IG interpolates to it and DeepLIFT uses it as the reference directly."""
+
+    def __init__(self, value: Tensor):
+        if not isinstance(value, Tensor) or not value.is_floating_point():
+            raise TypeError(f"LayerBaseline needs a floating-point tensor, got {type(value).__name__}")
+        check_finite(value, "baseline")
+        self.value = value.detach()
+
+    def resolve(self, space: Tensor, name: str = "baseline") -> Tensor:
+        try:
+            return torch.broadcast_to(self.value.to(device=space.device, dtype=space.dtype), space.shape)
+        except RuntimeError:
+            raise ValueError(f"{name}: the layer-space baseline of shape {tuple(self.value.shape)} does not "
+                             f"broadcast to the layer's tensor {tuple(space.shape)}") from None
+
+    def __repr__(self) -> str:
+        return f"LayerBaseline(Tensor{tuple(self.value.shape)})"
+
+
 def is_multi_baseline(spec: Any) -> bool:
     return isinstance(spec, list)
 

@@ -16,6 +16,7 @@ from .randomization import random_target_check, randomization_check
 from .robustness import MapStability, avg_sensitivity, local_lipschitz, map_stability, max_sensitivity
 from .axioms import AxiomReport, AxiomResult, axioms
 from .compare import Comparison, available_metrics, compare
+from .erasure import ErasureReport, ErasureResult, erasure, js_divergence
 
 __all__ = [
     "PerturbationCurve", "pixel_flipping", "region_perturbation", "insertion", "deletion", "aopc", "road",
@@ -25,4 +26,5 @@ __all__ = [
     "pointing_game", "energy_pointing_game", "relevance_mass", "relevance_rank", "bbox_iou", "rank_correlation",
     "sparseness", "complexity", "compressed_size",
     "axioms", "AxiomReport", "AxiomResult", "compare", "Comparison", "available_metrics",
+    "erasure", "ErasureReport", "ErasureResult", "js_divergence",
 ]

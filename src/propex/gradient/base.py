@@ -35,6 +35,18 @@ class GradientMethod(Method):
                                      batch_size=batch_size, memory_budget=memory_budget, beta_smooth=beta_smooth)
 
     def _explain(self, x: Any, target: Any, forward_kwargs: dict[str, Any] | None) -> Explanation:
+        if self.engine.tap is None:   # integer token ids and no layer=: the model's input embedding
+            from ..layers import LayerTap
+            from ..text.embedding import default_token_layer
+            inputs = x if isinstance(x, tuple) else (x,)
+            embedding = default_token_layer(self.model, inputs, forward_kwargs) if all(
+                isinstance(t, Tensor) for t in inputs) else None
+            if embedding is not None:
+                self.engine.tap = LayerTap(embedding)
+                try:
+                    return self._explain(x, target, forward_kwargs)
+                finally:
+                    self.engine.tap = None
         prep = self.engine.prepare(x, target, forward_kwargs, keep_graph=self.reuses_first_forward)
         if self.engine.tap is None:
             require_float(prep.inputs, "x", self.name)

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from ..api import register
-from ..baselines import is_multi_baseline, resolve_baseline
+from ..baselines import LayerBaseline, is_multi_baseline, resolve_baseline
 from .base import GradientMethod, completeness_delta, make_generator, per_point
 from .engine import Prepared
 from .integration import alphas_and_weights, check_rule, check_steps
@@ -33,6 +33,9 @@ def path_baselines(method: GradientMethod, prep: Prepared, spec: Any, seed: int 
     out = []
     for i, one in enumerate(specs):
         name = f"baseline[{i}]" if len(specs) > 1 else "baseline"
+        if isinstance(one, LayerBaseline) and method.engine.tap is not None:   # already in the layer's space
+            out.append((one.resolve(prep.space[0], name),))
+            continue
         resolved = resolve_baseline(one, prep.inputs, prep.was_tuple, gen, name=name)
         out.append(baseline_space(method, prep, resolved))
     return out

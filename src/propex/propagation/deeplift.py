@@ -8,11 +8,12 @@ from torch import Tensor
 
 from ..api import register
 from ..base import Explanation
-from ..baselines import is_multi_baseline, resolve_baseline
+from ..baselines import LayerBaseline, is_multi_baseline, resolve_baseline
 from ..inputs import as_input_tuple
 from .engine import Policy, PropagationMethod, first_graph_arg
 from .functions import RowMultiplier, Split
 from .tracing import OpCall, UnsupportedOpError, graph_tensors, is_graph
+from .transformer import RescaleTransformerRules
 
 RULES = ("rescale", "reveal_cancel")
 _EPS = 1e-10  # |Δx| below this uses the gradient (Captum's threshold)
@@ -27,7 +28,7 @@ def _both(t: Tensor) -> Tensor:
     return torch.cat([t, t])
 
 
-class RescalePolicy(Policy):
+class RescalePolicy(RescaleTransformerRules, Policy):
     r"""Rows ``[:B]`` hold x, rows ``[B:]`` the reference. Linear ops keep their gradient (exact for
     differences); an element-wise nonlinearity's gradient becomes the secant :math:`\Delta y/\Delta x`;
     max pooling sends :math:`\Delta y` to the positions of the maxima; a product of two activations
@@ -183,13 +184,21 @@ class DeepLift(PropagationMethod):
             raise ValueError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
         super().__init__(model, baseline=baseline, rule=rule, softmax_normalize=bool(softmax_normalize), **options)
         self.baseline, self.rule, self.softmax_normalize = baseline, rule, bool(softmax_normalize)
-        self._reference: tuple[Tensor, ...] | None = None
+        self._reference: tuple[Tensor, ...] | LayerBaseline | None = None
+        self._reference_space: tuple[Tensor, ...] | None = None
 
     def make_policy(self, inputs: tuple[Tensor, ...], n_linear: int | None) -> Policy:
         return RescalePolicy(self.unknown_ops)
 
     def model_inputs(self, leaves: tuple[Tensor, ...], rows: Tensor) -> tuple[Tensor, ...]:
-        return tuple(torch.cat([leaf, ref.index_select(0, rows)]) for leaf, ref in zip(leaves, self._reference))
+        return tuple(torch.cat([leaf, ref]) for leaf, ref in zip(leaves, self._current_refs))
+
+    def layer_model_inputs(self, real: tuple[Tensor, ...], rows: Tensor, extra: int) -> tuple[Tensor, ...]:
+        # with layer=, the reference rows run the model on the reference inputs (their layer tensor is
+        # replaced anyway); a baseline given in the layer's space runs them on x
+        if isinstance(self._reference, LayerBaseline):
+            return super().layer_model_inputs(real, rows, extra)
+        return tuple(torch.cat([t, r.index_select(0, rows)]) for t, r in zip(real, self._reference))
 
     def finalize(self, messages, inputs, values, extra_values):
         refs = self._current_refs
@@ -198,7 +207,15 @@ class DeepLift(PropagationMethod):
         return attributions, total - (values - extra_values)
 
     def _chunk(self, inputs, kwargs, selector, target, rows, n, n_linear):
-        self._current_refs = tuple(r.index_select(0, rows) for r in self._reference)
+        refs = self._reference
+        if self._layer_tap is not None:     # layer=: the reference in the layer's space
+            if self._reference_space is None:
+                self._reference_space = ((refs.resolve(inputs[0]),) if isinstance(refs, LayerBaseline)
+                                         else (self.layer_values(self._layer_tap, refs, kwargs),))
+            refs = self._reference_space
+        elif isinstance(refs, LayerBaseline):
+            raise ValueError("baseline: a LayerBaseline is given in a layer's space; pass layer= too")
+        self._current_refs = tuple(r.index_select(0, rows) for r in refs)
         return super()._chunk(inputs, kwargs, selector, target, rows, n, n_linear)
 
     def _explain(self, x: Any, target: Any, forward_kwargs: dict[str, Any] | None) -> Explanation:
@@ -209,12 +226,19 @@ class DeepLift(PropagationMethod):
         results = []
         for i, spec in enumerate(specs):
             name = f"baseline[{i}]" if len(specs) > 1 else "baseline"
-            self._reference = resolve_baseline(spec, inputs, was_tuple, name=name)
+            self._reference_space = None
+            if isinstance(spec, LayerBaseline):
+                if self.rule == "reveal_cancel":
+                    raise ValueError("baseline: rule='reveal_cancel' takes baselines in the input space, "
+                                     "not a LayerBaseline")
+                self._reference = spec
+            else:
+                self._reference = resolve_baseline(spec, inputs, was_tuple, name=name)
             try:
                 results.append(self._explain_softmax(x, target, forward_kwargs) if self.softmax_normalize
                                else self._explain_one(x, target, forward_kwargs))
             finally:
-                self._reference = None
+                self._reference = self._reference_space = None
         if len(results) == 1:
             return results[0]
         first = results[0]
@@ -228,6 +252,9 @@ class DeepLift(PropagationMethod):
 
     def _explain_one(self, x: Any, target: Any, forward_kwargs: dict[str, Any] | None) -> Explanation:
         if self.rule == "reveal_cancel":
+            if self.tap is not None:
+                raise ValueError("layer: rule='reveal_cancel' attributes to the inputs only; use rule='rescale' "
+                                 "with layer=")
             return self._explain_reveal_cancel(x, target, forward_kwargs)
         return super()._explain(x, target, forward_kwargs)
 

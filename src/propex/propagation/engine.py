@@ -11,6 +11,11 @@
    proportion) and runs one backward pass from them (a vmapped one for T targets);
 4. turns the message at the inputs into attributions.
 
+With ``layer=`` (or integer token ids, which default to the input embedding) the layer's
+output on x is captured first and becomes the leaf: in the traced pass the layer's output is
+replaced by it (``LayerTap``) while the model runs on its own inputs, so attributions are
+shaped like the layer's tensor.
+
 Samples are processed in chunks of ``batch_size``. An op without a rule raises
 ``UnsupportedOpError`` naming it and its module (``unknown_ops="warn"`` falls back to the
 gradient with a warning).
@@ -26,6 +31,7 @@ from torch import Tensor
 from ..base import Explanation, Method
 from ..batching import check_batch_size, ranges
 from ..inputs import as_input_tuple, check_forward_kwargs, index_kwargs, require_float, restore_structure
+from ..layers import LayerTap, resolve_layer
 from ..model_call import ModelCall, frozen_parameters
 from ..targets import TargetSelector, resolve_target
 from .tracing import ModuleStack, OpCall, PropagationMode, UnsupportedOpError, graph_tensors
@@ -73,13 +79,21 @@ class PropagationMethod(Method):
 
     family = "propagation"
 
-    def __init__(self, model: Any, *, unknown_ops: str = "raise", batch_size: int | None = None, **options: Any):
+    def __init__(self, model: Any, *, unknown_ops: str = "raise", batch_size: int | None = None, layer: Any = None,
+                 layer_input: bool = False, **options: Any):
         if unknown_ops not in UNKNOWN_OPS:
             raise ValueError(f"unknown_ops must be one of {', '.join(UNKNOWN_OPS)}, got {unknown_ops!r}")
         super().__init__(model, **options)
         self.call_model = ModelCall(model)
         self.unknown_ops = unknown_ops
         self.batch_size = check_batch_size(batch_size)
+        # layer=: attribute to a layer's output (or input): the pass starts at that tensor, which
+        # replaces the layer's output (LayerTap); integer token ids default to the input embedding
+        self.tap = LayerTap(resolve_layer(model, layer), use_input=bool(layer_input)) if layer is not None else None
+        if layer is not None:
+            self.options["layer"] = layer if isinstance(layer, str) else type(layer).__name__
+        self._layer_tap: LayerTap | None = None      # the tap of the running explain call
+        self._model_x: tuple[Tensor, ...] = ()       # the model's own inputs of the running call
 
     # ---- hooks for subclasses ------------------------------------------------------------
     def make_policy(self, inputs: tuple[Tensor, ...], n_linear: int | None) -> Policy:
@@ -108,18 +122,49 @@ class PropagationMethod(Method):
     def check_pass(self, policy: Policy) -> None:
         """Called after the traced forward pass (LRP: every selector of a custom composite was used)."""
 
+    # ---- layer= ---------------------------------------------------------------------------
+    def layer_values(self, tap: LayerTap, inputs: tuple[Tensor, ...], kwargs: dict[str, Any]) -> Tensor:
+        """The layer's tensor on ``inputs`` (one forward pass without autograd)."""
+        with torch.no_grad(), tap.active():
+            self.call_model.first_call(inputs, kwargs)
+        return tap.captured.detach()
+
+    def layer_model_inputs(self, real: tuple[Tensor, ...], rows: Tensor, extra: int) -> tuple[Tensor, ...]:
+        """The model's own inputs for the stacked rows of a layer pass (DeepLIFT: x's and the reference's)."""
+        return tuple(torch.cat([t] * extra) for t in real) if extra > 1 else real
+
+    def _resolve_tap(self, inputs: tuple[Tensor, ...], kwargs: dict[str, Any]) -> LayerTap | None:
+        if self.tap is not None:
+            return self.tap
+        from ..text.embedding import default_token_layer
+        embedding = default_token_layer(self.model, inputs, kwargs)
+        return None if embedding is None else LayerTap(embedding)
+
     # ---- the pass ------------------------------------------------------------------------
     def _explain(self, x: Any, target: Any, forward_kwargs: dict[str, Any] | None) -> Explanation:
         inputs, was_tuple = as_input_tuple(x)
-        require_float(inputs, "x", self.name)
         kwargs = check_forward_kwargs(forward_kwargs)
+        tap = self._resolve_tap(inputs, kwargs)
+        if tap is None:
+            require_float(inputs, "x", self.name)
+            return self._explain_space(inputs, was_tuple, inputs, target, kwargs)
+        self._layer_tap, self._model_x = tap, inputs
+        try:
+            space = (self.layer_values(tap, inputs, kwargs),)
+            return self._explain_space(space, False, inputs, target, kwargs)
+        finally:
+            self._layer_tap, self._model_x = None, ()
+
+    def _explain_space(self, inputs: tuple[Tensor, ...], was_tuple: bool, model_x: tuple[Tensor, ...], target: Any,
+                       kwargs: dict[str, Any]) -> Explanation:
+        """The pass over the attributed tensors ``inputs`` (x, or the layer's tensor; ``model_x``: x)."""
         n = inputs[0].shape[0]
         size = self.batch_size or n
         selector: TargetSelector | None = None
         outputs: Tensor | None = None
         if size < n:   # several chunks: resolve the target once, on all outputs
             with torch.no_grad():
-                outputs = self.call_model.first_call(inputs, kwargs).detach()
+                outputs = self.call_model.first_call(model_x, kwargs).detach()
             selector = resolve_target(target, outputs)
         n_linear = self._count_linear(inputs, kwargs) if self.needs_op_count() else None
         attrs, deltas = [], []
@@ -161,7 +206,12 @@ class PropagationMethod(Method):
         modules = ModuleStack(self.model)
         b = len(rows)
         with torch.enable_grad(), modules.active(), PropagationMode(policy, modules):
-            out_all = self.call_model.first_call(model_inputs, chunk_kwargs)
+            if self._layer_tap is None:
+                out_all = self.call_model.first_call(model_inputs, chunk_kwargs)
+            else:   # the model runs on its own inputs; the layer's output is replaced by the leaves
+                real = self.layer_model_inputs(tuple(t.index_select(0, rows) for t in self._model_x), rows, extra)
+                with self._layer_tap.active(replacement=model_inputs[0]):
+                    out_all = self.call_model.first_call(real, chunk_kwargs)
             out_x = out_all[:b]
             out_extra = out_all[b: 2 * b] if extra > 1 else None
         if selector is None:
@@ -188,9 +238,13 @@ class PropagationMethod(Method):
         probe = tuple(t[:1].detach().clone().requires_grad_() for t in inputs)
         for p in probe:
             p._propex_leaf = True  # type: ignore[attr-defined]
+        one_kwargs = index_kwargs(kwargs, inputs[0].shape[0], torch.arange(1)) if kwargs else {}
         with frozen_parameters(self.model), torch.enable_grad(), modules.active(), mode:
-            self.call_model.model(*probe, **(index_kwargs(kwargs, inputs[0].shape[0], torch.arange(1))
-                                             if kwargs else {}))
+            if self._layer_tap is None:
+                self.call_model.model(*probe, **one_kwargs)
+            else:
+                with self._layer_tap.active(replacement=probe[0]):
+                    self.call_model.model(*(t[:1] for t in self._model_x), **one_kwargs)
         return mode.counts.get("linear", 0)
 
 

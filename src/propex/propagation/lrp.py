@@ -15,6 +15,7 @@ from .engine import Policy, PropagationMethod, first_graph_arg
 from .functions import PassThrough, Split, inverse
 from .rules import Gradient, LinearCall, Norm, Pass, Rule
 from .tracing import OpCall, UnsupportedOpError, graph_tensors, is_graph
+from .transformer import LRPTransformerRules, check_attention
 
 # activations whose output is never negative: conv/dense ops fed by them skip the x⁻ terms
 _NONNEG = {F.relu, torch.relu, torch.Tensor.relu, getattr(torch, "relu_", None), getattr(torch.Tensor, "relu_", None),
@@ -38,7 +39,7 @@ def linear_parts(call: OpCall) -> tuple[Tensor, Tensor, Tensor | None, Any]:
     return x, w, b, fn
 
 
-class LRPPolicy(Policy):
+class LRPPolicy(LRPTransformerRules, Policy):
     """Rewrites each op with the LRP rule its composite selects; batch norm is merged into the
     preceding conv/dense op (a canonizer at the level of ops)."""
 
@@ -291,7 +292,10 @@ class LRP(PropagationMethod):
     ``epsilon_plus``, ``epsilon_plus_flat`` (default), ``epsilon_gamma_box``, ``epsilon_alpha2_beta1``
     — a ``Composite`` or a mapping from selectors to rules), ``epsilon``, ``gamma``, ``low``/``high``
     (z^B bounds), ``ignore_bias`` (keep biases out of the relevance), ``canonize`` (merge batch
-    norm, default True), ``unknown_ops`` (``"raise"`` or ``"warn"``), ``batch_size``.
+    norm, default True), ``unknown_ops`` (``"raise"`` or ``"warn"``), ``batch_size``,
+    ``attention`` (transformers: ``"attnlrp"`` (default; Achtibat et al. 2024) or ``"cp"`` (CP-LRP, Ali et
+    al. 2022) — the rules for softmax, products of activations, attention and LayerNorm/RMSNorm in
+    ``propex.propagation.transformer``; ``epsilon`` is also their stabiliser).
     """
 
     name = "lrp"
@@ -300,7 +304,8 @@ class LRP(PropagationMethod):
 
     def __init__(self, model: Any, *, composite: Any = "epsilon_plus_flat", epsilon: float = 1e-6,
                  gamma: float = 0.25, low: Any = 0.0, high: Any = 1.0, stabilizer: float | None = None,
-                 ignore_bias: bool = False, canonize: bool = True, **options: Any):
+                 ignore_bias: bool = False, canonize: bool = True, attention: str = "attnlrp", **options: Any):
+        check_attention(attention)
         if isinstance(composite, str):
             resolved = preset(composite, epsilon=epsilon, gamma=gamma, low=low, high=high, stabilizer=stabilizer)
         elif isinstance(composite, Composite):
@@ -311,9 +316,10 @@ class LRP(PropagationMethod):
             raise TypeError(f"composite must be a preset name, a Composite or a mapping of selectors to rules, "
                             f"got {type(composite).__name__}")
         super().__init__(model, composite=composite if isinstance(composite, str) else resolved,
-                         ignore_bias=bool(ignore_bias), **options)
+                         ignore_bias=bool(ignore_bias), attention=attention, **options)
         resolved.used = set()
         self.composite, self.ignore_bias, self.canonize = resolved, bool(ignore_bias), bool(canonize)
+        self.attention, self.epsilon = attention, float(epsilon)
 
     def needs_op_count(self) -> bool:
         return needs_count(self.composite)
@@ -323,7 +329,9 @@ class LRP(PropagationMethod):
             self.composite.check_all_used()
 
     def make_policy(self, inputs: tuple[Tensor, ...], n_linear: int | None) -> Policy:
-        return LRPPolicy(self.composite, self.ignore_bias, self.canonize, n_linear, self.unknown_ops)
+        policy = LRPPolicy(self.composite, self.ignore_bias, self.canonize, n_linear, self.unknown_ops)
+        policy.attention, policy.epsilon = self.attention, self.epsilon     # transformer rules
+        return policy
 
     def initial_message(self, values: Tensor) -> Tensor:
         return values

@@ -15,6 +15,18 @@ DeepLIFT, Guided Backprop, ...) says what each kind does to the backward message
                   the gradient already redistributes any message exactly;
 * ``identity``    eval-mode dropout.
 
+Transformer ops (their LRP/DeepLIFT rules live in ``transformer.py``):
+
+* ``softmax``     softmax over one dimension;
+* ``matmul``      matmul/bmm/mm/einsum/addmm: a linear map when one operand is a constant
+                  (a parameter), a bilinear product when both depend on the input (q·kᵀ, A·v);
+* ``attention``   ``F.scaled_dot_product_attention``; ``multi_head_attention``:
+                  ``F.multi_head_attention_forward`` (``nn.MultiheadAttention``);
+* ``layer_norm``  ``F.layer_norm``, ``F.rms_norm``, ``F.normalize`` (L2);
+* ``elementwise`` element-wise maps that are not activations (pow, exp, log, erf, ...);
+* ``normalizer``  ``rsqrt``/``sqrt``/``var``/``std``: the normaliser of hand-written norms;
+* ``select``      ``where``/``masked_fill`` (attention masks).
+
 Ops not listed that touch a tensor of the explained graph are *unsupported*: the engine
 refuses them (naming the op and the module) instead of being silently wrong;
 ``register_op`` adds a classification for a new op.
@@ -29,7 +41,10 @@ import torch.nn.functional as F
 
 
 KINDS = ("linear", "batch_norm", "pool", "max_pool", "activation", "add", "sub", "mul", "div", "neg", "route",
-         "identity")
+         "identity",
+         # transformer ops (rules in propagation/transformer.py)
+         "softmax", "matmul", "attention", "multi_head_attention", "layer_norm", "elementwise", "normalizer",
+         "select")
 
 _T = torch.Tensor
 _KIND: dict[Any, str] = {}
@@ -156,3 +171,17 @@ _add("route", torch.flatten, _T.flatten, _T.view, _T.view_as, _T.reshape, torch.
      _T.gather, torch.index_select, _T.index_select, torch.take_along_dim, _T.take_along_dim)
 _add("pool", F.interpolate)  # a fixed linear map of its input
 _add("identity", F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout)
+
+# transformer ops ---------------------------------------------------------------------------
+_add("route", _T.type, _T.half, _T.bfloat16, torch.repeat_interleave, _T.repeat_interleave)
+_add("softmax", F.softmax, torch.softmax, _T.softmax)
+_add("matmul", torch.matmul, _T.matmul, _T.__matmul__, _T.__rmatmul__, torch.bmm, _T.bmm, torch.mm, _T.mm,
+     torch.einsum, torch.addmm, _T.addmm)
+_add("attention", F.scaled_dot_product_attention)
+_add("multi_head_attention", F.multi_head_attention_forward)
+_add("layer_norm", F.layer_norm, torch.layer_norm, getattr(F, "rms_norm", None), getattr(torch, "rms_norm", None),
+     F.normalize)
+_add("elementwise", torch.pow, _T.pow, _T.__pow__, torch.square, _T.square, torch.exp, _T.exp, torch.log, _T.log,
+     torch.erf, _T.erf, torch.abs, _T.abs, _T.__abs__, torch.reciprocal, _T.reciprocal)
+_add("normalizer", torch.rsqrt, _T.rsqrt, torch.sqrt, _T.sqrt, torch.var, _T.var, torch.std, _T.std)
+_add("select", torch.where, _T.where, torch.masked_fill, _T.masked_fill)

@@ -96,6 +96,9 @@ class ModuleStack:
         self.model = model
         self.names = {m: n for n, m in model.named_modules()} if isinstance(model, nn.Module) else {}
         self.stack: list[nn.Module] = []
+        # optional ``(module, args, output) -> replacement or None``: set by PropagationMode from the
+        # policy's ``on_module_output`` (LRP: the identity rule for hand-written activation modules)
+        self.on_output: Callable[[nn.Module, Any, Any], Any] | None = None
 
     @contextlib.contextmanager
     def active(self) -> Iterator["ModuleStack"]:
@@ -113,9 +116,12 @@ class ModuleStack:
     def _push(self, module: nn.Module, args: Any) -> None:
         self.stack.append(module)
 
-    def _pop(self, module: nn.Module, args: Any, output: Any) -> None:
+    def _pop(self, module: nn.Module, args: Any, output: Any) -> Any:
         if self.stack and self.stack[-1] is module:
             self.stack.pop()
+        if self.on_output is not None:
+            return self.on_output(module, args, output)
+        return None
 
     def current(self) -> tuple[nn.Module | None, str]:
         if not self.stack:
@@ -133,6 +139,7 @@ class PropagationMode(TorchFunctionMode):
         # a policy may track tensors itself (DeepLIFT-RevealCancel keeps differences beside the values)
         self.tracked = getattr(policy, "tracked", is_graph)
         self.modules = modules
+        modules.on_output = getattr(policy, "on_module_output", None)
         self.counts: dict[str, int] = {}
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
