@@ -9,7 +9,10 @@ median time of
 * propex DeepLIFT (Rescale) and Captum's ``DeepLift`` where it runs;
 
 and the ratios propex/floor and reference/propex (from process CPU time; wall time is printed
-beside it). Run: ``python benchmarks/bench_propagation.py`` (``--quick`` for fewer repeats,
+beside it). It also times one forward pass alone (F) and prints propex/(floor + F): both LRP's z⁺
+rule (the true output and z⁺ = Σ x w⁺ are two different convolutions of the same input) and
+DeepLIFT (the reference rows) need one more forward pass than the floor, so floor + F is the
+least an exact implementation can cost; with F ≈ B on CPU that bound is itself about 1.5× the floor. Run: ``python benchmarks/bench_propagation.py`` (``--quick`` for fewer repeats,
 ``--threads N`` (default 1), ``--models``, ``--batches``, ``--json out.json`` to save the numbers).
 """
 from __future__ import annotations
@@ -48,6 +51,11 @@ def floor(model, x, target):
     torch.autograd.grad(out.gather(1, target[:, None]).sum(), leaf)
 
 
+def forward_only(model, x):
+    with torch.no_grad():
+        model(x)
+
+
 def zennit_lrp(model, x, target, canonizer):
     from zennit.attribution import Gradient
     from zennit.composites import EpsilonPlusFlat
@@ -79,7 +87,7 @@ def main(argv=None) -> list[dict]:
           f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     print("times in seconds as wall / process CPU; ratios from CPU time")
     rows = []
-    header = (f"{'model':<9} {'N':>2} {'method':<17} {'propex':>13} {'floor':>13} {'/floor':>6}  "
+    header = (f"{'model':<9} {'N':>2} {'method':<17} {'propex':>13} {'floor':>13} {'/floor':>6} {'/bound':>6}  "
               f"{'reference':<15} {'ref':>13} {'ref/propex':>10}")
     print(header)
     print("-" * len(header))
@@ -102,6 +110,8 @@ def main(argv=None) -> list[dict]:
                 # the floor is re-timed next to each method, so that drifting load hits both alike
                 f_wall, f_cpu = median_time(lambda: floor(model, x, target), repeats)
                 o_wall, o_cpu = median_time(ours, repeats)
+                _, fwd_cpu = median_time(lambda: forward_only(model, x), repeats)
+                bound = f_cpu + fwd_cpu
                 for ref_name, ref in references:
                     try:
                         r_wall, r_cpu = median_time(ref, repeats)
@@ -110,9 +120,10 @@ def main(argv=None) -> list[dict]:
                         r_wall = r_cpu = None
                         ref_text = f"{'raises':>13} {type(err).__name__:>10}"
                     print(f"{name:<9} {n:>2} {method:<17} {o_wall:6.3f}/{o_cpu:6.3f} {f_wall:6.3f}/{f_cpu:6.3f} "
-                          f"{o_cpu / f_cpu:6.2f}  {ref_name:<15} {ref_text}")
+                          f"{o_cpu / f_cpu:6.2f} {o_cpu / bound:6.2f}  {ref_name:<15} {ref_text}")
                     rows.append({"model": name, "batch": n, "method": method, "propex_wall_s": o_wall,
                                  "propex_cpu_s": o_cpu, "floor_wall_s": f_wall, "floor_cpu_s": f_cpu,
+                                 "forward_cpu_s": fwd_cpu, "bound_cpu_s": bound,
                                  "reference": ref_name, "reference_wall_s": r_wall, "reference_cpu_s": r_cpu})
     if args.json:
         with open(args.json, "w") as fh:

@@ -11,8 +11,13 @@ from .gradient import (BlurIG, ExpectedGradients, GuidedIG, InputXGradient, Inte
                        SmoothGrad, VarGrad)
 from .propagation import LRP, Deconvnet, DeepLift, GuidedBackprop
 from . import evaluate
+from .pair_relevance import PairRelevance, bilrp
 from .cam import GradCAM, GradCAMPlusPlus, GuidedGradCAM, HiResCAM, LayerCAM, ScoreCAM
 from .perturbation import RISE, FeatureAblation, KernelShap, Lime, MeaningfulPerturbation, Occlusion
+from . import attention  # registers attention, attention_rollout, attention_flow, grad_attention
+from .higher_order import IntegratedHessians, TaylorInteractions
+from . import higher_order, neuralize  # propex.neuralize(est) works: the package is callable
+from . import gnn, text
 
 __version__ = "0.1.0"
 
@@ -22,6 +27,7 @@ __all__ = [
     "BlurIG", "GuidedIG", "LRP", "DeepLift", "GuidedBackprop", "Deconvnet",
     "GradCAM", "GradCAMPlusPlus", "HiResCAM", "LayerCAM", "ScoreCAM", "GuidedGradCAM",
     "Occlusion", "FeatureAblation", "RISE", "MeaningfulPerturbation", "Lime", "KernelShap",
-    "baselines", "targets", "evaluate",
+    "IntegratedHessians", "TaylorInteractions", "bilrp", "PairRelevance",
+    "baselines", "targets", "evaluate", "attention", "text", "higher_order", "neuralize", "gnn",
     "__version__",
 ]
