@@ -45,12 +45,12 @@ import propex  # noqa: E402
 import propex.batch as pb  # noqa: E402
 
 
-def workloads(quick: bool):
+def workloads(quick: bool, scale: int = 1):
     from propex.models import load_digits_data, load_digits_model
 
     x = load_digits_data("test")[0]
     n = 200 if quick else 450
-    yield "digits", load_digits_model(), x[:n], "integrated_gradients", {"n_steps": 16}, 50
+    yield "digits", load_digits_model(), x[:n].repeat(scale, 1, 1, 1), "integrated_gradients", {"n_steps": 16}, 50
     import torchvision
 
     from propex.models.random_init import randomize_batch_norm
@@ -58,7 +58,7 @@ def workloads(quick: bool):
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None).eval()
     randomize_batch_norm(model)
-    n = 48 if quick else 96
+    n = (48 if quick else 96) * scale
     yield "resnet18", model, torch.rand(n, 3, 112, 112, generator=torch.Generator().manual_seed(0)), "saliency", {}, 16
 
 
@@ -98,6 +98,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--scale", type=int, default=1,
+                    help="K times more samples per job (digits: the test set repeated): Ray's fixed actor start "
+                         "is amortised over longer jobs")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     root = tempfile.mkdtemp(prefix="bench_batch_")
@@ -106,7 +109,7 @@ def main() -> None:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     results = {"load_average": os.getloadavg(), "cpus": os.cpu_count(), "threads": args.threads}
     try:
-        for name, model, x, method, options, bs in workloads(args.quick):
+        for name, model, x, method, options, bs in workloads(args.quick, args.scale):
             propex.explain(model, x[:bs], method, **options)          # warm-up
             variants = {"bare": bare(model, x, method, options, bs),
                         "local": engine(model, x, method, options, bs, "local", root)}
