@@ -140,6 +140,17 @@ def metric_options(f: Any) -> Any:
                              "Options: --option deletion.n_steps=32.")(f)
 
 
+def explain_for_metrics(ctx: click.Context, metrics: tuple[str, ...], **run_args: Any) -> tuple[Any, Any, Any, Any]:
+    """The shared start of ``evaluate`` and ``report``: metric specs, then the models, inputs and
+    explanations (notes printed). Returns ``(specs, config, run, progress)``."""
+    specs, metric_names = metric_specs(metrics, run_args["options"])
+    cfg, loaded, paths, x, plan, tgt = prepare_run(ctx, extra_option_keys=metric_names, **run_args)
+    for note in [*loaded.notes, *plan.notes]:
+        echo(f"note: {note}", err=True)
+    progress = Progress(cfg.progress)
+    return specs, cfg, compute(loaded, paths, x, plan, tgt, progress), progress
+
+
 @click.command("evaluate")
 @model_options
 @explain_options
@@ -157,15 +168,9 @@ def evaluate_cmd(ctx: click.Context, model_spec: str, weights: str | None, prepr
     \b
     propex evaluate --model demo --input digits/ --method saliency --method ig --metric deletion --metric sparseness
     """
-    specs, metric_names = metric_specs(metrics, options)
-    cfg, loaded, paths, x, plan, tgt = prepare_run(
-        ctx, model_spec=model_spec, weights=weights, preprocess=preprocess, inputs=inputs, methods=methods,
-        options=options, target=target, layer=layer, device=device, batch_size=batch_size, seed=seed,
-        extra_option_keys=metric_names)
-    for note in [*loaded.notes, *plan.notes]:
-        echo(f"note: {note}", err=True)
-    progress = Progress(cfg.progress)
-    run = compute(loaded, paths, x, plan, tgt, progress)
+    specs, cfg, run, progress = explain_for_metrics(
+        ctx, metrics, model_spec=model_spec, weights=weights, preprocess=preprocess, inputs=inputs, methods=methods,
+        options=options, target=target, layer=layer, device=device, batch_size=batch_size, seed=seed)
     result = run_compare(run, specs, cfg.seed, progress)
     if result is None:
         report_status(run)

@@ -9,8 +9,8 @@ import click
 import torch
 
 from .common import EXIT_FAILED, InputError, Progress, echo, model_options, one_line, run_options
-from .evaluate import comparison_table, metric_options, metric_specs, run_compare
-from .explain import ExplainRun, compute, explain_options, prepare_run, print_table, report_status
+from .evaluate import comparison_table, explain_for_metrics, metric_options, metric_specs, run_compare
+from .explain import ExplainRun, explain_options, print_table, report_status
 
 REPORT_CURVES = ("deletion", "insertion")
 
@@ -84,16 +84,11 @@ def report_cmd(ctx: click.Context, model_spec: str, weights: str | None, preproc
     propex report --model demo --input digits/ --method saliency --method lrp --out report/
     propex report --model demo --input digits/ --method ig --store explained.zarr --out report/
     """
-    specs, metric_names = metric_specs(metrics, options)
+    metric_specs(metrics, options)               # bad metric names fail before the store is opened
     batch_store = open_store(store)
-    cfg, loaded, paths, x, plan, tgt = prepare_run(
-        ctx, model_spec=model_spec, weights=weights, preprocess=preprocess, inputs=inputs, methods=methods,
-        options=options, target=target, layer=layer, device=device, batch_size=batch_size, seed=seed,
-        extra_option_keys=metric_names)
-    for note in [*loaded.notes, *plan.notes]:
-        echo(f"note: {note}", err=True)
-    progress = Progress(cfg.progress)
-    run = compute(loaded, paths, x, plan, tgt, progress)
+    specs, cfg, run, progress = explain_for_metrics(
+        ctx, metrics, model_spec=model_spec, weights=weights, preprocess=preprocess, inputs=inputs, methods=methods,
+        options=options, target=target, layer=layer, device=device, batch_size=batch_size, seed=seed)
     if not run.explanations:
         report_status(run)
         raise InputError("no method could run on these inputs, nothing to report (see the messages above)")
