@@ -37,21 +37,8 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import resolve_layer
+from ..propagation.functions import RowMultiplier
 from .relevance import check_graph
-
-
-class _MessageMask(torch.autograd.Function):
-    """Forward: ``h`` unchanged. Backward: the message times ``mask`` (kept only at the walk's node)."""
-
-    @staticmethod
-    def forward(ctx, h: Tensor, mask: Tensor) -> Tensor:
-        ctx.save_for_backward(mask)
-        return h.view_as(h)
-
-    @staticmethod
-    def backward(ctx, g: Tensor):
-        (mask,) = ctx.saved_tensors
-        return g * mask, None
 
 
 class _Walker(nn.Module):
@@ -89,7 +76,8 @@ class _Walker(nn.Module):
             mask = self._masks[:, t].to(out.dtype).reshape(out.shape[0], out.shape[1], *[1] * (out.dim() - 2))
             if torch.all(mask == 1):
                 return None
-            return _MessageMask.apply(out, mask)
+            # value unchanged, backward message times the mask (kept at the walk's node only)
+            return RowMultiplier.apply(out, out, mask.expand_as(out))
         return hook
 
 
