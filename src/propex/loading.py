@@ -56,7 +56,8 @@ class ImagePreprocess:
     ``grayscale=True`` gives one channel (PIL "L"), else three (RGB). ``digits=True`` is the embedded
     digits model's preprocessing instead: grey-scale, box-resized to 8×8 and upsampled bilinearly
     (``align_corners=False``) to ``size``, exactly :func:`propex.models.preprocess_digits` on pixel
-    values ``v / 16 = p / 255``. A picklable value object (the batch engines send it to workers).
+    values ``v / 16 = p / 255``; a picture with a bright border (dark ink on paper) is inverted first,
+    since the digits are bright ink on a dark background. A picklable value object (the batch engines send it to workers).
     """
 
     size: tuple[int, int]
@@ -81,7 +82,11 @@ class ImagePreprocess:
         if self.digits:
             if img.size != (8, 8):
                 img = img.resize((8, 8), Image.BOX)
-            x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)[None, None]
+            grey = np.asarray(img, dtype=np.float32) / 255.0
+            border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+            if border.mean() > 0.5:
+                grey = 1.0 - grey
+            x = torch.from_numpy(grey)[None, None]
             x = torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
             return x[0].clamp_(0.0, 1.0).contiguous()
         if self.resize is None:

@@ -31,8 +31,6 @@ def test_upload_over_the_limit_is_413_with_a_message(client, png_bytes):
 def test_streamed_body_without_length_is_cut_at_the_limit():
     """A chunked body (no Content-Length) is counted as it arrives and refused once over the
     limit, without reading the rest and without calling the app."""
-    import asyncio
-
     from propex.serve.app import UploadLimit
     pulled, sent = [], []
 

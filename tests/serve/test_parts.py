@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from propex.serve.session import load_served_model
+
 import propex
 from propex.serve.catalog import method_catalog, parse_method_options, parse_metrics
 from propex.serve.images import UploadError, _signed_colours, decode_upload, heatmap_png, tensor_png
-from propex.serve.session import preprocess_digit_image
 
 
 def test_every_method_accepts_the_options_the_app_sends(digits_model):
@@ -64,20 +65,23 @@ def test_decode_upload_accepts_images_and_refuses_the_rest():
         decode_upload(bomb.getvalue(), "bomb.png")
 
 
-def test_digit_preprocessing_inverts_paper_and_matches_the_loader():
+def test_digit_preprocessing_inverts_paper():
+    # the web app uses propex.loading's demo preprocessing (one implementation for the CLI and the app)
     from PIL import Image
+
+    from propex.loading import load_model
     from sklearn.datasets import load_digits
+    preprocess = load_model("demo").preprocess
     image = load_digits().images[10]                                    # 0..16
     bright_on_dark = np.kron(np.round(image * 255 / 16), np.ones((4, 4))).astype(np.uint8)   # 32x32
-    a = preprocess_digit_image(Image.fromarray(bright_on_dark))
-    b = preprocess_digit_image(Image.fromarray(255 - bright_on_dark))
+    a = preprocess(Image.fromarray(bright_on_dark))
+    b = preprocess(Image.fromarray(255 - bright_on_dark))
     assert a.shape == (1, 16, 16)
     torch.testing.assert_close(a, b, atol=1e-6, rtol=0)                 # paper is inverted
     from propex.models import preprocess_digits
     torch.testing.assert_close(a, preprocess_digits(np.round(image * 255 / 16)[None] * 16 / 255)[0])
-    loading = pytest.importorskip("propex.loading")
-    demo = loading.load_model("demo")
-    torch.testing.assert_close(a, demo.preprocess(Image.fromarray(bright_on_dark)), atol=1e-6, rtol=0)
+    served = load_served_model("demo")
+    torch.testing.assert_close(served.preprocess(Image.fromarray(255 - bright_on_dark)), a, atol=1e-6, rtol=0)
 
 
 def test_pngs_follow_the_red_blue_convention():

@@ -11,7 +11,6 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -82,20 +81,10 @@ def load_served_model(spec: Any = "demo", weights: str | None = None, device: st
         served = _wrap(spec)
         _add_sample_images(served)
         return served
-    try:
-        from ..loading import load_model
-    except ImportError:
-        load_model = None
-    if load_model is not None:
-        loaded = load_model(spec, weights=weights, device=device)
-    elif spec == "demo":
-        loaded = _demo_loaded(weights)
-    else:
-        raise ValueError(f"model_spec={spec!r} cannot be loaded: propex.loading is not available in this "
-                         "installation; use model_spec='demo'")
+    from ..loading import load_model
+    loaded = load_model(spec, weights=weights, device=device)
     served = _wrap(loaded)
     if spec == "demo":
-        served.preprocess = preprocess_digit_image
         _add_digit_examples(served)
     else:
         _add_sample_images(served)
@@ -136,40 +125,6 @@ def _n_classes(model: nn.Module, size: tuple[int, int]) -> int:
 
 
 # --------------------------------------------------------------------------- the demo model
-@dataclass
-class _DemoLoaded:
-    model: nn.Module
-    preprocess: Callable[[Any], Tensor]
-    labels: list[str]
-    input_size: tuple[int, int]
-    name: str
-
-
-def _demo_loaded(weights: str | None) -> _DemoLoaded:
-    """The embedded digits CNN, used while ``propex.loading`` is not installed."""
-    from ..models import DIGITS_CLASSES, load_digits_model
-    return _DemoLoaded(load_digits_model(weights), preprocess_digit_image, [str(c) for c in DIGITS_CLASSES],
-                       (16, 16), "demo (digits CNN)")
-
-
-def preprocess_digit_image(image: Any) -> Tensor:
-    """A photo or drawing of a digit -> the digits model's input ``[1, 16, 16]``.
-
-    Like scikit-learn's digits: grey levels reduced to 8×8 (box filter), ink bright on a dark
-    background, scaled to 0..16, then :func:`propex.models.preprocess_digits` (bilinear to
-    16×16, [0, 1]) — the same as ``propex.loading``'s demo preprocessing, except that a picture
-    with a bright border (dark ink on paper) is inverted first.
-    """
-    from PIL import Image
-
-    from ..models import preprocess_digits
-    grey = np.asarray(image.convert("L").resize((8, 8), Image.Resampling.BOX), dtype=np.float32) / 255.0
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    if border.mean() > 0.5:
-        grey = 1.0 - grey
-    return preprocess_digits(grey[None] * 16.0)[0]
-
-
 def _add_digit_examples(served: ServedModel) -> None:
     """One held-out test digit per class (0-9) as examples; 64 training digits as references."""
     try:
